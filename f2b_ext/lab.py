@@ -1,0 +1,248 @@
+"""Adapter: a throw-away network lab on the real kernel (root only).
+
+How it works: `Lab` builds two network namespaces joined by a veth pair: a *server*
+(192.0.2.1, 2001:db8:f2b::1) and a *remote* that may forge any source address on the
+link (documentation and benchmark ranges only). The server's routes all point back into
+the remote namespace, so every reply stays inside the lab; neither namespace has any
+other link. `/proc/sys/net/netfilter/nf_log_all_netns` is set to 1 while the lab lives
+(namespaces log nothing otherwise) and restored when it closes, as is every other sysctl
+it touches. `KernelLog` reads the kernel's records from /dev/kmsg, keeping only this
+lab's (by its interface names). Frames are written raw (AF_PACKET) from the remote side,
+built by scapy, so flags, ICMP types and broadcast MACs are exactly what a test asks for.
+
+Used by the sample capture script, the live tests and `f2b-ext demo`.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import json
+import os
+import select
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+CLONE_NEWNET = 0x40000000
+
+SERVER_V4, REMOTE_V4, LINK_V4 = "192.0.2.1", "192.0.2.2", "192.0.2.0/24"
+SERVER_V6, REMOTE_V6, LINK_V6 = "2001:db8:f2b::1", "2001:db8:f2b::2", "2001:db8:f2b::/64"
+# Sources the remote may use: documentation and benchmark ranges, the unspecified
+# addresses and link-local (which never leaves the lab's own link), nothing else.
+ALLOWED_SOURCES = tuple(ipaddress.ip_network(n) for n in (
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15", "2001:db8::/32",
+    "0.0.0.0/32", "::/128", "fe80::/10"))
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*args: str, check: bool = True, input: str | None = None) -> str:
+    """Run a command, return stdout; raise LabError with its stderr on failure."""
+    proc = subprocess.run(args, capture_output=True, text=True, input=input)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def allowed_source(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    return any(ip in net for net in ALLOWED_SOURCES if net.version == ip.version)
+
+
+class Sysctls:
+    """Set sysctls, remember the old values, restore them all on close."""
+
+    def __init__(self):
+        self._saved: list[tuple[Path, str]] = []
+
+    def set(self, path: Path | str, value: str):
+        path = Path(path)
+        self._saved.append((path, path.read_text().strip()))
+        path.write_text(value)
+
+    def restore(self):
+        while self._saved:
+            path, old = self._saved.pop()
+            with contextlib.suppress(OSError):
+                path.write_text(old)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def in_netns(name: str):
+    """Run the block with this thread inside network namespace `name`; sockets made in
+    the block stay in it."""
+    with open("/proc/self/ns/net") as home, open(f"/run/netns/{name}") as target:
+        if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+            raise LabError(f"setns({name}): {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            _libc.setns(home.fileno(), CLONE_NEWNET)
+
+
+@dataclass
+class KernelRecord:
+    uptime: float
+    message: str
+
+    def syslog(self, style: str, host: str = "lab", stamp: str = "2026-11-21T08:08:21.452534+00:00") -> str:
+        """Render as a syslog daemon would: 'rfc3339' (Debian 12 rsyslog), 'classic',
+        'nouptime' (RHEL /var/log/messages), 'journal' (fail2ban's systemd backend)."""
+        up = f"[{self.uptime:12.6f}]"
+        if style == "rfc3339":
+            return f"{stamp} {host} kernel: {up} {self.message}"
+        if style == "classic":
+            return f"Nov 21 08:08:21 {host} kernel: {up} {self.message}"
+        if style == "nouptime":
+            return f"Nov 21 08:08:21 {host} kernel: {self.message}"
+        if style == "journal":
+            return f"{host} kernel: {up} {self.message}"
+        raise ValueError(style)
+
+
+class KernelLog:
+    """New kernel records from /dev/kmsg that mention one of `ifaces`."""
+
+    def __init__(self, ifaces: tuple[str, ...]):
+        self.ifaces = ifaces
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def close(self):
+        os.close(self.fd)
+
+    def _mine(self, message: str) -> bool:
+        return any(f"IN={i} " in message or f"OUT={i} " in message for i in self.ifaces)
+
+    def read(self, settle: float = 0.3, want: int | None = None, timeout: float = 3.0) -> list[KernelRecord]:
+        """Records until `want` arrived (or `timeout`), or until none came for `settle` s."""
+        out: list[KernelRecord] = []
+        deadline = time.monotonic() + timeout
+        quiet_until = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            if want is not None and len(out) >= want:
+                break
+            if want is None and time.monotonic() > quiet_until:
+                break
+            ready, _, _ = select.select([self.fd], [], [], 0.05)
+            if not ready:
+                continue
+            while True:
+                try:
+                    raw = os.read(self.fd, 8192).decode("utf-8", "replace")
+                except BlockingIOError:
+                    break
+                except OSError:      # EPIPE: records overwritten before we read them
+                    continue
+                head, _, text = raw.partition(";")
+                text = text.split("\n", 1)[0]
+                fields = head.split(",")
+                if self._mine(text):
+                    out.append(KernelRecord(int(fields[2]) / 1e6, text))
+                    quiet_until = time.monotonic() + settle
+        return out
+
+
+@dataclass
+class Lab:
+    """Two namespaces and a veth; use as a context manager."""
+    tag: str = field(default_factory=lambda: f"{os.getpid() % 100000}")
+    sysctls: Sysctls = field(default_factory=Sysctls)
+
+    def __post_init__(self):
+        self.server = f"f2bx{self.tag}s"
+        self.remote = f"f2bx{self.tag}r"
+        self.server_if = f"f2bx{self.tag}a"
+        self.remote_if = f"f2bx{self.tag}b"
+        self.server_mac = self.remote_mac = ""
+        self._up = False
+
+    # -- lifecycle --
+    def __enter__(self) -> "Lab":
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, netfilter)")
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _build(self):
+        self.sysctls.set(NF_LOG_ALL_NETNS, "1")
+        for ns in (self.server, self.remote):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        self._up = True
+        sh("ip", "link", "add", self.server_if, "netns", self.server, "type", "veth",
+           "peer", "name", self.remote_if, "netns", self.remote)
+        for ns, iface, v4, v6 in ((self.server, self.server_if, SERVER_V4, SERVER_V6),
+                                  (self.remote, self.remote_if, REMOTE_V4, REMOTE_V6)):
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+               "net.ipv6.conf.default.accept_dad=0")
+            sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", iface)
+            sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", iface, "nodad")
+            sh("ip", "-n", ns, "link", "set", iface, "up")
+        # Replies to forged sources go back into the lab, never anywhere else.
+        sh("ip", "-n", self.server, "route", "add", "default", "via", REMOTE_V4)
+        sh("ip", "-n", self.server, "-6", "route", "add", "default", "via", REMOTE_V6)
+        # The remote accepts traffic for any lab source it forges, so hosts answer it.
+        for net in ("198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15"):
+            sh("ip", "-n", self.remote, "route", "add", "local", net, "dev", "lo")
+        self.server_mac = self._mac(self.server, self.server_if)
+        self.remote_mac = self._mac(self.remote, self.remote_if)
+
+    def close(self):
+        if self._up:
+            for ns in (self.server, self.remote):
+                sh("ip", "netns", "del", ns, check=False)
+            self._up = False
+        self.sysctls.restore()
+
+    @staticmethod
+    def _mac(ns: str, iface: str) -> str:
+        return json.loads(sh("ip", "-n", ns, "-j", "link", "show", iface))[0]["address"]
+
+    # -- acting --
+    def server_sh(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        return sh("ip", "netns", "exec", self.server, *args, check=check, input=input)
+
+    def remote_sh(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        return sh("ip", "netns", "exec", self.remote, *args, check=check, input=input)
+
+    def kernel_log(self) -> KernelLog:
+        return KernelLog((self.server_if,))
+
+    def send_frames(self, frames: list[bytes]):
+        """Write raw Ethernet frames onto the link from the remote side."""
+        with in_netns(self.remote):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            try:
+                s.bind((self.remote_if, 0))
+                for frame in frames:
+                    s.send(frame)
+            finally:
+                s.close()
+
+    def send(self, *packets, dst_mac: str | None = None):
+        """Send scapy IP/IPv6 packets to the server as the remote (any lab source);
+        `dst_mac` overrides the server's MAC (broadcast, multicast frames)."""
+        from scapy.layers.l2 import Ether
+        frames = []
+        for pkt in packets:
+            if not allowed_source(pkt.src):
+                raise LabError(f"refusing to forge {pkt.src}: only documentation/benchmark ranges")
+            frames.append(bytes(Ether(src=self.remote_mac, dst=dst_mac or self.server_mac) / pkt))
+        self.send_frames(frames)

@@ -1,0 +1,109 @@
+"""Every sample line through the real fail2ban filter machinery (as fail2ban's own
+samplestestcase does), through fail2ban-regex, and through the pure core: all three
+must give the expected verdict and address."""
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import re
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from conftest import SAMPLES, PINNED_NOW
+from f2b_ext import netfilter as nf
+from f2b_ext.samples import read_cases
+
+SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.name.startswith("netfilter"))
+CASES = [c for p in SAMPLE_FILES for c in read_cases(p)]
+FILTER_OPTIONS = ("direction", "mode", "logprefix", "replyports")
+
+
+def filter_options(case) -> dict:
+    return {k: v for k, v in case.options.items() if k in FILTER_OPTIONS}
+
+
+def is_journal(case) -> bool:
+    return case.options.get("logtype") == "journal"
+
+
+def case_id(case):
+    return f"{case.path.rsplit('/', 1)[-1]}:{case.lineno}"
+
+
+def test_samples_exist_for_every_rule():
+    assert len(CASES) > 500
+    assert sum(c.should_match for c in CASES) > 100
+    assert sum(not c.should_match for c in CASES) > 100
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_sample_through_fail2ban(case, runner):
+    run = runner(filter_options(case))
+    found = run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None)
+    desc = case.expect.get("desc", "")
+    if not case.should_match:
+        assert found == [], f"matched but must not ({desc}): {[(m.ip, m.groups) for m in found]}"
+        return
+    assert len(found) == 1, f"expected exactly one match ({desc}), got {len(found)}"
+    match = found[0]
+    for key, want in case.captures.items():
+        got = match.ip if key == "host" else match.groups.get(key)
+        assert got == want, f"{key}: {got!r} != {want!r} ({desc})"
+    if "time" in case.expect:
+        want = calendar.timegm(datetime.fromisoformat(case.expect["time"]).timetuple()) + \
+            datetime.fromisoformat(case.expect["time"]).microsecond / 1e6
+        assert match.time == pytest.approx(want), desc
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_core_agrees_with_sample(case):
+    """The pure core (used by `f2b-ext test`, `report`) gives the same verdict."""
+    policy = nf.Policy(**{("reply_ports" if k == "replyports" else k): v
+                          for k, v in filter_options(case).items()})
+    verdict = nf.judge_line(case.line, policy)
+    assert verdict.attempt == case.should_match, verdict.reason
+    if case.should_match:
+        assert verdict.remote == ipaddress.ip_address(case.expect["host"])
+
+
+def test_every_failregex_has_samples(runner):
+    """fail2ban's own rule: a regex without a matching sample is untested."""
+    used = set()        # as fail2ban does: a regex counts as used under any options
+    for case in CASES:
+        if not case.should_match:
+            continue
+        run = runner(filter_options(case))
+        for m in run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None):
+            used.add(run.failregexes[m.regex_index])
+    for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}):
+        missing = [i for i, r in enumerate(runner(opts).failregexes) if r not in used]
+        assert not missing, f"{opts}: failregex #{missing} has no sample"
+
+
+def test_no_greedy_catch_all_before_host(runner):
+    """fail2ban's samplestestcase rejects `.*` before <HOST> not anchored at the end."""
+    from fail2ban.tests.samplestestcase import RE_WRONG_GREED
+    for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}):
+        for regex in runner(opts).failregexes:
+            assert not RE_WRONG_GREED.search(regex), regex
+
+
+@pytest.mark.parametrize("options,section", [
+    ("netfilter", "direction=in (default)"),
+    ("netfilter[direction=out]", "direction=out"),
+])
+def test_fail2ban_regex_on_shipped_samples(confdir, tmp_path, options, section):
+    """The command admins use: fail2ban-regex must find exactly the expected hosts."""
+    cases = [c for c in read_cases(SAMPLES / "netfilter-captured")
+             if c.options == ({} if section.startswith("direction=in") else {"direction": "out"})]
+    assert cases
+    log = tmp_path / "sample.log"
+    log.write_text("\n".join(c.line for c in cases) + "\n")
+    out = subprocess.run(["fail2ban-regex", "-c", str(confdir), "--raw", "-o", "ip", str(log), options],
+                         capture_output=True, text=True, check=True).stdout
+    got = sorted(str(ipaddress.ip_address(ip)) for ip in out.split())
+    want = sorted(str(ipaddress.ip_address(c.expect["host"])) for c in cases if c.should_match)
+    assert got == want
