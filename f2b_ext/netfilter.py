@@ -120,6 +120,24 @@ class Policy:
             raise ValueError(f"logprefix is not a valid regex: {exc}") from None
 
 
+    @classmethod
+    def from_filter_options(cls, options: dict) -> "Policy":
+        """The filter's [Init] options as a jail writes them (strings), e.g.
+        {"direction": "out", "replyports": "53|123"}."""
+        kwargs: dict = {}
+        for key, value in options.items():
+            if key in ("direction", "mode", "logprefix"):
+                kwargs[key] = value
+            elif key == "replyports":
+                ports = value.split("|")
+                if not all(p.isdigit() and int(p) < 65536 for p in ports):
+                    raise ValueError(f"replyports must be port numbers joined by '|': {value!r}")
+                kwargs["reply_ports"] = frozenset(int(p) for p in ports)
+            else:
+                raise ValueError(f"unknown netfilter filter option {key!r}")
+        return cls(**kwargs)
+
+
 @dataclass(frozen=True)
 class Verdict:
     attempt: bool

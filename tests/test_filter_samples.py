@@ -61,8 +61,7 @@ def test_sample_through_fail2ban(case, runner):
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_core_agrees_with_sample(case):
     """The pure core (used by `f2b-ext test`, `report`) gives the same verdict."""
-    policy = nf.Policy(**{("reply_ports" if k == "replyports" else k): v
-                          for k, v in filter_options(case).items()})
+    policy = nf.Policy.from_filter_options(filter_options(case))
     verdict = nf.judge_line(case.line, policy)
     assert verdict.attempt == case.should_match, verdict.reason
     if case.should_match:

@@ -1,0 +1,146 @@
+"""The pure core against the rule tables, exhaustively; and against the real fail2ban
+filter on generated lines (the regex and the tables must never disagree)."""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import PINNED_NOW
+from f2b_ext import netfilter as nf
+from linegen import netfilter_line
+
+HEAD = "Nov 21 08:08:21 host kernel: [  444.910152] FINAL_REJECT: "
+IN4 = "IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=203.0.113.7 DST=198.51.100.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF "
+OUT4 = "IN= OUT=eth0 SRC=198.51.100.1 DST=203.0.113.7 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=5 DF "
+IN6 = ("IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:86:dd SRC=2001:0db8:0000:0000:0000:0000:0000:0007 "
+       "DST=2001:0db8:0000:0000:0000:0000:0000:0001 LEN=60 TC=0 HOPLIMIT=64 FLOWLBL=0 ")
+REMOTE4 = ipaddress.ip_address("203.0.113.7")
+
+ALL_FLAG_SETS = [frozenset(c) for n in range(len(nf.TCP_FLAG_ORDER) + 1)
+                 for c in itertools.combinations(nf.TCP_FLAG_ORDER, n)]
+
+
+def tcp_line(base, flags):
+    words = "".join(f + " " for f in nf.TCP_FLAG_ORDER if f in flags)
+    return HEAD + base + f"PROTO=TCP SPT=40000 DPT=23 WINDOW=1024 RES=0x00 {words}URGP=0 "
+
+
+def both(runner, line, **policy):
+    """(core verdict, fail2ban's matches) for one line."""
+    return nf.judge_line(line, nf.Policy.from_filter_options(policy)), runner(policy).match(line)
+
+
+def test_flag_table_has_every_combination():
+    assert len(ALL_FLAG_SETS) == 512
+
+
+@pytest.mark.parametrize("flags", ALL_FLAG_SETS, ids=lambda f: "-".join(sorted(f)) or "NULL")
+def test_tcp_inbound_every_flag_set(runner, flags):
+    """Inbound: an attempt iff neither ACK nor RST; aggressive: always."""
+    line = tcp_line(IN4, flags)
+    verdict, found = both(runner, line)
+    want = not (flags & {"ACK", "RST"})
+    assert verdict.attempt is want and bool(found) is want
+    if want:
+        assert verdict.remote == REMOTE4 and found[0].ip == str(REMOTE4)
+    verdict, found = both(runner, line, mode="aggressive")
+    assert verdict.attempt and [m.ip for m in found] == [str(REMOTE4)]
+
+
+@pytest.mark.parametrize("flags", ALL_FLAG_SETS, ids=lambda f: "-".join(sorted(f)) or "NULL")
+def test_tcp_outbound_every_flag_set(runner, flags):
+    """Outbound: only a new connection (SYN, no ACK, no RST); the remote is DST."""
+    line = tcp_line(OUT4, flags)
+    want = "SYN" in flags and not (flags & {"ACK", "RST"})
+    for mode in ("normal", "aggressive"):
+        verdict, found = both(runner, line, direction="out", mode=mode)
+        assert verdict.attempt is want and bool(found) is want
+        if want:
+            assert found[0].ip == str(REMOTE4) and found[0].groups["dir"] == "OUT"
+        verdict, found = both(runner, line, direction="in", mode=mode)
+        assert not verdict.attempt and not found
+
+
+@pytest.mark.parametrize("itype", range(256))
+def test_icmp_every_type(runner, itype):
+    line = HEAD + IN4 + f"PROTO=ICMP TYPE={itype} CODE=0 "
+    want = itype in (8, 13, 15, 17)
+    verdict, found = both(runner, line)
+    assert verdict.attempt is want and bool(found) is want
+    # and the same type embedded in an ICMP error never counts
+    err = HEAD + IN4 + ("PROTO=ICMP TYPE=3 CODE=3 [SRC=198.51.100.1 DST=203.0.113.66 LEN=28 TOS=0x00 "
+                        f"PREC=0x00 TTL=1 ID=4 PROTO=ICMP TYPE={itype} CODE=0 ] ")
+    verdict, found = both(runner, err)
+    assert not verdict.attempt and not found
+
+
+@pytest.mark.parametrize("itype", range(256))
+def test_icmpv6_every_type(runner, itype):
+    line = HEAD + IN6 + f"PROTO=ICMPv6 TYPE={itype} CODE=0 "
+    verdict, found = both(runner, line)
+    assert verdict.attempt is (itype == 128) and bool(found) is (itype == 128)
+
+
+@pytest.mark.parametrize("proto", [str(n) for n in range(256)] + ["ESP", "AH"])
+def test_other_protocols(runner, proto):
+    line = HEAD + IN4 + f"PROTO={proto} "
+    verdict, found = both(runner, line)
+    want = proto != "2"
+    assert verdict.attempt is want and bool(found) is want
+    if want:
+        assert found[0].groups["proto"] == proto
+
+
+@pytest.mark.parametrize("sport", sorted(set(nf.DEFAULT_REPLY_PORTS) | {0, 1, 52, 54, 530, 1230, 5300, 65535}))
+def test_udp_reply_ports(runner, sport):
+    line = HEAD + IN4 + f"PROTO=UDP SPT={sport} DPT=9 LEN=20 "
+    want = sport not in nf.DEFAULT_REPLY_PORTS
+    verdict, found = both(runner, line)
+    assert verdict.attempt is want and bool(found) is want
+
+
+def test_reply_ports_is_a_parameter(runner):
+    line = HEAD + IN4 + "PROTO=UDP SPT=4500 DPT=9 LEN=20 "
+    assert both(runner, line)[0].attempt
+    verdict, found = both(runner, line, replyports="4500|53")
+    assert not verdict.attempt and not found
+
+
+@pytest.mark.parametrize("dst", ["224.0.0.1", "239.1.2.3", "192.0.2.255", "255.255.255.255"])
+def test_multicast_and_broadcast_destinations(runner, dst):
+    line = HEAD + IN4.replace("DST=198.51.100.1", f"DST={dst}") + "PROTO=UDP SPT=40000 DPT=9 LEN=20 "
+    verdict, found = both(runner, line)
+    assert not verdict.attempt and not found
+
+
+def test_policy_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="direction"):
+        nf.Policy(direction="sideways")
+    with pytest.raises(ValueError, match="mode"):
+        nf.Policy(mode="paranoid")
+    with pytest.raises(ValueError, match="logprefix"):
+        nf.Policy(logprefix="(unclosed")
+    with pytest.raises(ValueError, match="replyports"):
+        nf.Policy.from_filter_options({"replyports": "53,123"})
+    with pytest.raises(ValueError, match="unknown"):
+        nf.Policy.from_filter_options({"directoin": "out"})
+
+
+POLICIES = [dict(), dict(direction="out"), dict(direction="any"), dict(mode="aggressive"),
+            dict(logprefix="FINAL_REJECT"), dict(logprefix=r"\[UFW BLOCK\]"),
+            dict(direction="out", logprefix="UNKNOWN_OUTGOING")]
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(line=netfilter_line(), policy=st.sampled_from(POLICIES))
+def test_regex_and_core_agree_on_generated_lines(runner, line, policy):
+    """Differential: the shipped regexes (through real fail2ban) and the core tables."""
+    verdict = nf.judge_line(line, nf.Policy.from_filter_options(policy))
+    found = runner(policy).match(line)
+    assert verdict.attempt == bool(found), (verdict.reason, [m.ip for m in found])
+    if found:
+        assert len(found) == 1
+        assert ipaddress.ip_address(found[0].ip) == verdict.remote
