@@ -1,0 +1,218 @@
+"""The `f2b-ext` command line.
+
+How it works: each subcommand is a small function that gathers its input (files,
+fail2ban, the kernel), asks the pure core or fail2ban for decisions, and prints. Errors
+a user can cause are `CliError`: one line on stderr, exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import netfilter as nf
+from .f2b_filter import PROJECT_DIR, Fail2banMissing, FilterRunner, config_dir, ensure_utc
+from .samples import SampleError, read_cases
+
+SAMPLES_DIR = PROJECT_DIR / "tests" / "samples"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# --- output -------------------------------------------------------------------------
+
+class Style:
+    """ANSI colour only on a terminal (and never with NO_COLOR)."""
+
+    def __init__(self, stream, mode: str = "auto"):
+        self.on = mode == "always" or (mode == "auto" and stream.isatty() and "NO_COLOR" not in os.environ)
+
+    def _c(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.on else text
+
+    def red(self, t): return self._c("31;1", t)
+    def green(self, t): return self._c("32", t)
+    def dim(self, t): return self._c("2", t)
+    def bold(self, t): return self._c("1", t)
+
+
+# --- shared helpers -------------------------------------------------------------------
+
+def parse_filter_spec(spec: str) -> tuple[str, dict]:
+    """'netfilter[direction=out, logprefix=X]' -> ('netfilter', {...}), as jails write it."""
+    from fail2ban.helpers import extractOptions
+    try:
+        name, options = extractOptions(spec)
+    except ValueError:
+        raise CliError(f"bad filter spec {spec!r}: expected NAME or NAME[key=value, ...]") from None
+    return name, dict(options)
+
+
+def _runner(spec: str, workdir: Path) -> tuple[FilterRunner, nf.Policy]:
+    name, options = parse_filter_spec(spec)
+    if name != "netfilter":
+        raise CliError(f"unknown filter {name!r} (this suite ships: netfilter)")
+    try:
+        policy = nf.Policy.from_filter_options(options)
+        return FilterRunner(name, options, config_dir(workdir)), policy
+    except ValueError as exc:
+        raise CliError(f"filter {spec}: {exc}") from None
+    except Fail2banMissing as exc:
+        raise CliError(str(exc)) from None
+
+
+@dataclass
+class Judged:
+    line: str
+    banned: str | None        # fail2ban's verdict: the address it would ban
+    reason: str               # the core's explanation
+    agree: bool               # fail2ban and the core agree
+
+
+def judge(runner: FilterRunner, policy: nf.Policy, line: str, journal: bool = False) -> Judged:
+    from fail2ban.server.mytime import MyTime
+    found = runner.match(line, journal_time=MyTime.time() if journal else None)
+    verdict = nf.judge_line(line, policy)
+    banned = found[0].ip if found else None
+    agree = bool(found) == verdict.attempt and (not found or banned == str(verdict.remote))
+    return Judged(line, banned, verdict.reason, agree)
+
+
+# --- test -----------------------------------------------------------------------------
+
+def cmd_test(args) -> int:
+    """Samples (with failJSON expectations) or plain logs through the filter."""
+    out = Style(sys.stdout, args.color)
+    files = [Path(f) for f in args.logfile] or sorted(SAMPLES_DIR.glob("netfilter*"))
+    if not files:
+        raise CliError(f"no sample logs found under {SAMPLES_DIR}")
+    for f in files:
+        if not f.is_file():
+            raise CliError(f"{f}: no such file")
+        if not os.access(f, os.R_OK):
+            raise CliError(f"{f}: permission denied")
+    ensure_utc()
+    totals = Counter()
+    with tempfile.TemporaryDirectory(prefix="f2b-ext-") as tmp:
+        runners: dict = {}
+
+        def get(spec):
+            if spec not in runners:
+                runners[spec] = _runner(spec, Path(tmp) / str(len(runners)))
+            return runners[spec]
+
+        for path in files:
+            try:
+                cases = read_cases(path)
+            except (SampleError, UnicodeDecodeError, OSError) as exc:
+                raise CliError(f"{path}: {exc}") from None
+            has_expectations = any(c.expect for c in cases)
+            for case in cases:
+                opts = {k: v for k, v in case.options.items() if k in ("direction", "mode", "logprefix", "replyports")}
+                spec = args.filter if not opts else \
+                    "netfilter[" + ", ".join(f'{k}="{v}"' for k, v in sorted(opts.items())) + "]"
+                runner, policy = get(spec)
+                j = judge(runner, policy, case.line, journal=case.options.get("logtype") == "journal")
+                failed = not j.agree
+                if has_expectations:
+                    want = case.expect.get("host") if case.should_match else None
+                    failed |= (j.banned is None) != (want is None) or \
+                        (want is not None and j.banned != str(nf.ipaddress.ip_address(want)))
+                totals["lines"] += 1
+                totals["ban" if j.banned else "ignored"] += 1
+                totals["failed"] += failed
+                if args.quiet and not failed:
+                    continue
+                where = out.dim(f"{path.name}:{case.lineno}")
+                if j.banned:
+                    verdict = out.green(f"BAN {j.banned}") + f"  attempt: {j.reason}"
+                else:
+                    verdict = out.dim("ignored: " + j.reason)
+                mark = out.red("FAIL ") if failed else ""
+                print(f"{mark}{where}  {verdict}")
+                if failed and not j.agree:
+                    print(out.red("     fail2ban and the core disagree on this line (a bug: please report it)"))
+    summary = (f"{totals['lines']} lines: {totals['ban']} would ban, {totals['ignored']} ignored, "
+               f"{totals['failed']} failed")
+    print(out.bold(summary) if not totals["failed"] else out.red(summary))
+    return 1 if totals["failed"] else 0
+
+
+# --- demo -----------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    """What the suite would ban in the shipped sample logs (seeds and captured lines),
+    and why everything else is left alone."""
+    out = Style(sys.stdout, args.color)
+    ensure_utc()
+    bans: dict[str, Counter] = {}
+    ignored = Counter()
+    with tempfile.TemporaryDirectory(prefix="f2b-ext-") as tmp:
+        for direction in ("in", "out"):
+            runner, policy = _runner(f"netfilter[direction={direction}]", Path(tmp) / direction)
+            for path in sorted(SAMPLES_DIR.glob("netfilter*")):
+                for case in read_cases(path):
+                    if case.options:
+                        continue           # the plain default sections only
+                    j = judge(runner, policy, case.line)
+                    if j.banned:
+                        bans.setdefault(f"{direction:>3}  {j.banned}", Counter())[j.reason] += 1
+                    elif not j.reason.startswith("direction"):
+                        ignored[j.reason.split(":")[0]] += 1
+    print(out.bold("Would ban (direction, address: why)"))
+    for key in sorted(bans):
+        reasons = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in bans[key].most_common())
+        print(f"  {key:<32} {reasons}")
+    print(out.bold("\nLeft alone (why: lines)"))
+    for reason, n in ignored.most_common():
+        print(f"  {reason:<60} {n}")
+    return 0
+
+
+# --- main -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="f2b-ext", description=__doc__.splitlines()[0].strip("."))
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour output (default: only on a terminal)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("test", help="run sample logs (or your own log) through the filter",
+                       description="Print the verdict and the reason for every line, then totals. "
+                                   "Sample files with failJSON comments are checked against their "
+                                   "expectations; the exit status is 1 if any check failed.")
+    t.add_argument("logfile", nargs="*", help="log files (default: the shipped samples)")
+    t.add_argument("--filter", default="netfilter", metavar="SPEC",
+                   help='filter and options as a jail writes them, e.g. "netfilter[direction=out]"')
+    t.add_argument("-q", "--quiet", action="store_true", help="print only failures and totals")
+    t.set_defaults(func=cmd_test)
+
+    d = sub.add_parser("demo", help="show what the suite bans in the shipped sample logs, and why")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"f2b-ext: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("f2b-ext: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The f2b-ext command, run as a user runs it (a subprocess)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT, SAMPLES
+
+
+def f2b_ext(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, **kw)
+
+
+def test_test_passes_on_the_shipped_samples():
+    r = f2b_ext("test", "-q")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    assert r.stdout.strip().endswith("0 failed")
+    assert "\033[" not in r.stdout            # a pipe gets no colour
+
+
+def test_test_prints_verdict_and_reason_per_line():
+    r = f2b_ext("test", str(SAMPLES / "netfilter"))
+    assert r.returncode == 0
+    assert "BAN 89.248.166.153  attempt: TCP SYN" in r.stdout
+    assert "ignored: backscatter: TCP ACK RST" in r.stdout
+    assert "ignored: reply port: UDP from port 53" in r.stdout
+    assert "ignored: multicast destination" in r.stdout
+
+
+def test_test_fails_on_a_wrong_expectation(tmp_path):
+    good = (SAMPLES / "netfilter").read_text()
+    bad = tmp_path / "wrong"
+    bad.write_text(good.replace('"host": "89.248.166.153"', '"host": "89.248.166.154"', 1))
+    r = f2b_ext("test", str(bad))
+    assert r.returncode == 1
+    assert "FAIL wrong:" in r.stdout and r.stdout.strip().endswith("1 failed")
+
+
+def test_test_on_a_users_own_log(tmp_path):
+    """A plain log (no failJSON): verdicts and totals; nothing to fail."""
+    log = tmp_path / "kern.log"
+    log.write_text("".join(l for l in (SAMPLES / "netfilter").read_text().splitlines(True)
+                           if not l.startswith("#")))
+    r = f2b_ext("test", str(log), "--filter", "netfilter[direction=out, logprefix=UNKNOWN_OUTGOING]")
+    assert r.returncode == 0, r.stdout[-1000:]
+    assert "BAN 203.0.113.30  attempt: new outbound TCP connection" in r.stdout
+    assert "ignored: this host's own TCP reply (RST)" in r.stdout
+    assert "BAN 89.248.166.153" not in r.stdout           # inbound, not this jail's business
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path):
+    for args in (["test", str(tmp_path / "missing.log")],
+                 ["test", str(SAMPLES / "netfilter"), "--filter", "netfilter[direction=up]"],
+                 ["test", str(SAMPLES / "netfilter"), "--filter", "netfilter[oops"],
+                 ["test", str(SAMPLES / "netfilter"), "--filter", "sshd"]):
+        r = f2b_ext(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("f2b-ext: ") and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_bad_json_in_a_sample_is_one_line(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_text("# failJSON: {not json}\nNov 21 08:08:21 host kernel: x\n")
+    r = f2b_ext("test", str(bad))
+    assert r.returncode == 2 and "bad JSON" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_demo_explains_bans_and_ignores():
+    r = f2b_ext("demo")
+    assert r.returncode == 0, r.stderr
+    assert "198.18.47.47" in r.stdout and "protocol 47" in r.stdout        # GRE (seed 000)
+    assert "backscatter" in r.stdout and "reply port" in r.stdout
+    assert "89.238.65.123" not in r.stdout.split("Left alone")[0]          # seed 001's server
