@@ -171,8 +171,8 @@ class Schedule:
         parsed = tuple(parse_duration(s, "schedule") for s in steps.split())
         if not parsed:
             raise ConfigError("schedule: give at least one ban length, e.g. \"1h 6h 1d 1w\"")
-        cap = parse_duration(maxtime, "maxtime") if maxtime else max(parsed)
         jitter = 0 if rndtime in (None, "", "0") else parse_duration(rndtime, "rndtime")
+        cap = parse_duration(maxtime, "maxtime") if maxtime else max(parsed) + jitter
         return cls(parsed, cap, jitter, parse_duration(forget, "forget") if forget else 30 * 86400)
 
     def ban_time(self, prior: int, forged: bool = False, rnd: float = 0.0) -> int:
