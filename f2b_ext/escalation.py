@@ -20,8 +20,9 @@ before (the history lives in fail2ban's database; the adapter looks it up): the 
 "1h 6h 1d 1w" repeat the last, are capped by `maxtime`, get up to `rndtime` of jitter,
 and evidence that is trivial to forge always gets the first (shortest) step.
 
-The caller tells the escalator what it banned (`mark_banned`), which both suppresses
-repeats while the ban lasts and feeds the next rung. Time is always passed in; nothing
+The caller tells the escalator what it banned (`mark_banned`): that suppresses repeats
+while the ban lasts, uses up the evidence (escalating the same prefix again takes new
+hosts) and feeds the next rung. Time is always passed in; nothing
 here does I/O.
 """
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Candidate:
     net: Network
     rung: int                          # 1 = first rung above hosts
     members: int                       # distinct members counted inside, in the window
-    forged: bool                       # some evidence was trivial to forge
+    forged: bool                       # needs evidence that is trivial to forge
     reason: str
 
 
@@ -224,8 +225,16 @@ class _Window:
                 else:
                     del self.forged[prefix]
 
+    def drop(self, prefix):
+        """Forget every member of `prefix` (its evidence was used up by a ban)."""
+        for key in [k for k in self.seen if k[0] == prefix]:
+            del self.seen[key]
+        self.count.pop(prefix, None)
+        self.forged.pop(prefix, None)
+
     def members(self, prefix) -> list:
-        return [m for (p, m) in self.seen if p == prefix]
+        """[(member, forged)] counted for `prefix`."""
+        return [(m, f) for (p, m), (_, f) in self.seen.items() if p == prefix]
 
     def __len__(self):
         return len(self.seen)
@@ -267,10 +276,14 @@ class Escalator:
         counts it on the next rung; returns the wider prefixes that now qualify."""
         self._advance(now)
         self._banned[net] = until
-        rungs = self.ladder.rungs.get(net.version, ())
+        fam = net.version
+        rungs = self.ladder.rungs.get(fam, ())
         for i, (plen, _) in enumerate(rungs):
-            if plen == net.prefixlen and i + 1 < len(rungs):
-                return self._count(net.version, i + 1, net, now, forged, around=net.network_address)
+            if plen == net.prefixlen:
+                # the evidence is used up: the next escalation of this prefix needs new hosts
+                self._windows[(fam, i)].drop(int(net.network_address) >> (HOST_PREFIX[fam] - plen))
+                if i + 1 < len(rungs):
+                    return self._count(fam, i + 1, net, now, forged, around=net.network_address)
         return []
 
     def forget_ban(self, net: Network):
@@ -315,14 +328,15 @@ class Escalator:
         net = _net(fam, prefix, plen)
         if self._banned.get(net, 0) > self._now:
             return []
-        members = [_net(fam, m, member.prefixlen, exact=True) for m in win.members(prefix)]
-        target = self._safe_prefix(net, around, members, need)
+        counted = [(_net(fam, m, member.prefixlen, exact=True), f) for m, f in win.members(prefix)]
+        target = self._safe_prefix(net, around, [m for m, _ in counted], need)
         if target is None:
             return []
         if target != net and self._banned.get(target, 0) > self._now:
             return []
-        inside = [m for m in members if m.subnet_of(target)]
-        was_forged = bool(win.forged.get(prefix)) if target == net else forged
+        inside = [(m, f) for m, f in counted if m.subnet_of(target)]
+        # forged: unforgeable evidence alone would not have reached the threshold
+        was_forged = sum(1 for _, f in inside if not f) < need
         what = "hosts" if i == 0 else f"/{member.prefixlen} prefixes"
         reason = (f"{len(inside)} {what} banned within {int(self.window)}s"
                   + ("" if target == net else f" (narrowed from {net}: {self.safety.why_unsafe(net)})"))

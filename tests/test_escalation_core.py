@@ -70,7 +70,9 @@ def test_a_banned_prefix_is_not_proposed_again_until_its_ban_ends():
     e2 = esc(window=10_000)
     [c] = bans(e2, [f"203.0.113.{i}" for i in range(1, 6)])
     e2.mark_banned(c.net, until=2000, now=1005)
-    assert [x.net for x in bans(e2, ["203.0.113.7"], t0=2500)] == [c.net]
+    # the ban ended; the evidence was used up by it: it takes five new hosts again
+    assert bans(e2, [f"203.0.113.{i}" for i in range(11, 15)], t0=2500) == []
+    assert [x.net for x in bans(e2, ["203.0.113.15"], t0=2600)] == [c.net]
 
 
 def test_three_escalated_24s_escalate_the_16():
