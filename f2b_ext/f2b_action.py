@@ -25,7 +25,7 @@ import time
 
 from fail2ban.server.action import ActionBase
 from fail2ban.server.mytime import MyTime
-from fail2ban.server.ticket import FailTicket
+from fail2ban.server.ticket import FailTicket, Ticket
 
 from .escalation import (DEFAULT_BOGONS, ConfigError, Escalator, HostBan, Ladder, Safety,
                          Schedule, parse_duration, parse_networks)
@@ -229,6 +229,6 @@ class SubnetEscalateAction(ActionBase):
 
 
 def _when(epoch: float) -> str:
-    if epoch == float("inf") or epoch < 0:
-        return "never"
+    if epoch == float("inf") or epoch < 0 or epoch >= Ticket.MAX_TIME:
+        return "never"      # a permanent ban
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))

@@ -84,7 +84,7 @@ class Fail2banServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(["fail2ban-client", "-s", str(self.sock), *args], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(["fail2ban-client", "-c", str(self.conf), "-s", str(self.sock), *args], capture_output=True, text=True, timeout=30)
         if check and r.returncode != 0:
             raise RuntimeError(f"fail2ban-client {' '.join(args)}: {r.stdout}{r.stderr}")
         return r

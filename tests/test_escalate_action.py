@@ -1,0 +1,110 @@
+"""The subnet-escalate action inside a real fail2ban-server: start-up validation, reload,
+admin bans, what fail2ban-client shows."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from conftest import is_root
+from f2b_ext.f2b_action import build, own_addresses
+from f2b_ext.escalation import ConfigError
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
+
+JAIL = """[escalate]
+enabled = true
+filter = netfilter
+logpath = {{log}}
+backend = polling
+maxretry = 1
+findtime = 1h
+bantime = 600
+action = subnet-escalate.py[{params}]
+"""
+
+
+def server(params: str):
+    from f2b_server import Fail2banServer
+    return Fail2banServer(JAIL.format(params=params))
+
+
+@pytest.mark.parametrize("params,named", [
+    ('hosts="many"', "hosts"), ('schedule="1h forever"', "schedule"), ('window="-5"', "window"),
+    ('spoofable="yes"', "spoofable"), ('protect="203.0.113.0/33"', "protect"),
+    ('ladder4="24:5 8:2"', "ladder4"), ('hots="5"', "unknown parameter")])
+def test_bad_parameters_stop_the_jail_with_the_parameter_named(params, named):
+    """fail2ban refuses the configuration at start-up and says which parameter is wrong."""
+    s = server(params + ', bogons="none"')
+    try:
+        with pytest.raises(RuntimeError, match="fail2ban-server exited"):
+            s.start(timeout=15)
+        nok = [line for line in s.server_log().splitlines() if "ERROR   NOK:" in line]
+        assert len(nok) == 1 and re.search(rf"""\(["']subnet-escalate: {named}""", nok[0]), s.server_log()[-2000:]
+        assert "Traceback" not in s.server_log()
+    finally:
+        s.close()
+
+
+def test_build_names_the_parameter():
+    with pytest.raises(ConfigError, match="maxprefix4"):
+        build({"maxprefix4": "40"}, [])
+    with pytest.raises(ConfigError, match="nets"):
+        build({"nets": "1"}, [])
+
+
+def test_own_addresses_are_read_from_the_interfaces():
+    assert "127.0.0.1" in own_addresses()
+
+
+def test_reload_keeps_the_action_its_bans_and_its_counts():
+    from f2b_server import kernel_line
+    s = server('hosts="3", schedule="1h", bogons="none"')
+    try:
+        s.start()
+        s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3)], kernel_line("198.51.100.7"))
+        s.wait_for(lambda: "203.0.113.0/24" in s.bans("escalate"), what="escalation")
+        before = s.client("get", "escalate", "action", "subnet-escalate", "counting").stdout
+        s.client("reload")
+        time.sleep(1.0)
+        assert "subnet-escalate" in s.client("get", "escalate", "actions").stdout
+        assert "203.0.113.0/24" in s.bans("escalate")
+        assert "203.0.113.0/24" in s.client("get", "escalate", "action", "subnet-escalate", "escalations").stdout
+        assert "198.51.100.0/24 1" in before
+        assert s.client("get", "escalate", "action", "subnet-escalate", "counting").stdout == before
+    finally:
+        s.close()
+
+
+def test_an_admins_subnet_ban_is_respected_and_not_doubled():
+    from f2b_server import kernel_line
+    s = server('hosts="3", schedule="1h", bogons="none"')
+    try:
+        s.start()
+        s.client("set", "escalate", "banip", "203.0.113.0/24")
+        s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3, 4)])
+        s.wait_for(lambda: len(s.bans("escalate")) >= 5, what="host bans")
+        time.sleep(1.5)
+        assert "] Escalate " not in s.server_log()
+        assert s.client("get", "escalate", "action", "subnet-escalate", "status").stdout.startswith("escalated 0")
+    finally:
+        s.close()
+
+
+def test_what_fail2ban_client_shows():
+    from f2b_server import kernel_line
+    s = server('hosts="3", schedule="1h 6h", bogons="none"')
+    try:
+        s.start()
+        s.append(*[kernel_line(f"2001:db8:5::{i}") for i in (1, 2, 3)])
+        s.wait_for(lambda: "2001:db8:5::/64" in s.bans("escalate"), what="escalation")
+        get = lambda p: s.client("get", "escalate", "action", "subnet-escalate", p).stdout
+        assert get("status").startswith("escalated 1, active 1")
+        assert "2001:db8:5::/64 until " in get("escalations")
+        assert get("unbans").splitlines()[0].endswith("2001:db8:5::1") or "2001:db8:5::/64" in get("unbans")
+        assert "2001:db8:5::/64" in s.client("status", "escalate").stdout
+        assert s.bans("escalate")["2001:db8:5::/64"] == 3600
+        assert "Escalate 2001:db8:5::/64 for 3600s (3 hosts banned within 3600s; escalation #1)" in s.server_log()
+    finally:
+        s.close()
