@@ -186,55 +186,60 @@ class Schedule:
 # --- The escalator -------------------------------------------------------------------
 
 class _Window:
-    """Distinct members per prefix, seen within `window` seconds; oldest first."""
-    __slots__ = ("seen", "count", "forged")
+    """Distinct members per prefix, seen within `window` seconds.
+
+    `seen` keeps (prefix, member) pairs oldest first, so forgetting is popping from the
+    front; `by_prefix` indexes the same pairs by prefix, so counting and escalating never
+    walk the whole window."""
+    __slots__ = ("seen", "by_prefix", "forged")
 
     def __init__(self):
-        self.seen: OrderedDict = OrderedDict()    # (prefix, member) -> (time, forged)
-        self.count: dict = {}                     # prefix -> distinct members
+        self.seen: OrderedDict = OrderedDict()    # (prefix, member) -> time
+        self.by_prefix: dict = {}                 # prefix -> {member: forged}
         self.forged: dict = {}                    # prefix -> members with forgeable evidence
 
     def add(self, prefix, member, when: float, forged: bool):
         key = (prefix, member)
-        old = self.seen.pop(key, None)
-        if old is None:
-            self.count[prefix] = self.count.get(prefix, 0) + 1
-        elif old[1]:
+        members = self.by_prefix.setdefault(prefix, {})
+        if self.seen.pop(key, None) is not None and members[member]:
             self.forged[prefix] -= 1
+        members[member] = forged
         if forged:
             self.forged[prefix] = self.forged.get(prefix, 0) + 1
-        self.seen[key] = (when, forged)
+        self.seen[key] = when
+
+    def count(self, prefix) -> int:
+        return len(self.by_prefix.get(prefix, ()))
+
+    def _remove(self, prefix, member):
+        members = self.by_prefix[prefix]
+        if members.pop(member):
+            n = self.forged[prefix] - 1
+            if n:
+                self.forged[prefix] = n
+            else:
+                del self.forged[prefix]
+        if not members:
+            del self.by_prefix[prefix]
 
     def expire(self, before: float):
         seen = self.seen
         while seen:
-            key, (when, forged) = next(iter(seen.items()))
-            if when >= before:
+            key = next(iter(seen))
+            if seen[key] >= before:
                 break
             del seen[key]
-            prefix = key[0]
-            n = self.count[prefix] - 1
-            if n:
-                self.count[prefix] = n
-            else:
-                del self.count[prefix]
-            if forged:
-                f = self.forged[prefix] - 1
-                if f:
-                    self.forged[prefix] = f
-                else:
-                    del self.forged[prefix]
+            self._remove(*key)
 
     def drop(self, prefix):
         """Forget every member of `prefix` (its evidence was used up by a ban)."""
-        for key in [k for k in self.seen if k[0] == prefix]:
-            del self.seen[key]
-        self.count.pop(prefix, None)
+        for member in self.by_prefix.pop(prefix, {}):
+            del self.seen[(prefix, member)]
         self.forged.pop(prefix, None)
 
     def members(self, prefix) -> list:
         """[(member, forged)] counted for `prefix`."""
-        return [(m, f) for (p, m), (_, f) in self.seen.items() if p == prefix]
+        return list(self.by_prefix.get(prefix, {}).items())
 
     def __len__(self):
         return len(self.seen)
@@ -299,8 +304,8 @@ class Escalator:
         out = {}
         for (fam, i), win in self._windows.items():
             plen = self.ladder.rungs[fam][i][0]
-            for prefix, n in win.count.items():
-                out[_net(fam, prefix, plen)] = n
+            for prefix, members in win.by_prefix.items():
+                out[_net(fam, prefix, plen)] = len(members)
         return out
 
     def tracked(self) -> int:
@@ -323,7 +328,7 @@ class Escalator:
         prefix = int(member.network_address) >> (HOST_PREFIX[fam] - plen)
         win = self._windows[(fam, i)]
         win.add(prefix, int(member.network_address), when, forged)
-        if win.count[prefix] < need:
+        if win.count(prefix) < need:
             return []
         net = _net(fam, prefix, plen)
         if self._banned.get(net, 0) > self._now:
