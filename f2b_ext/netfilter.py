@@ -303,6 +303,11 @@ def _proto_fields(tok: _Tokens, proto: str) -> dict:
         spt, dpt = _number(tok.field("SPT")), _number(tok.field("DPT"))
         if spt is None or dpt is None:
             return out
+        if proto != "TCP":
+            if _number(tok.field("LEN")) is None:      # the kernel always prints it
+                return out
+            out.update(spt=spt, dpt=dpt)
+            return out
         out.update(spt=spt, dpt=dpt)
         if proto == "TCP":
             if tok.field("SEQ") is not None and tok.field("ACK") is None:
@@ -387,7 +392,7 @@ def _tcp(rec: Record, policy: Policy) -> tuple[bool, str]:
 
 def _udp(rec: Record, policy: Policy) -> tuple[bool, str]:
     if rec.spt is None:
-        return False, "UDP header not logged (fragment or truncated)"
+        return False, f"{rec.proto} header not logged (fragment or truncated)"
     if rec.spt in policy.reply_ports:
         name = DEFAULT_REPLY_PORTS.get(rec.spt, "reply")
         return False, f"reply port: UDP from port {rec.spt} ({name}) is a late reply or reflection"

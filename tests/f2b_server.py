@@ -21,6 +21,21 @@ TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SP
          "ICMP": " TYPE=8 CODE=0 ID=1 SEQ=1", "47": ""}
 
 
+def escalate_jail(params: str, ignoreip: str = "127.0.0.1/8 ::1", bantime: int = 600) -> str:
+    """A jail `escalate` reading the server's log with subnet-escalate.py[params]."""
+    return f"""[escalate]
+enabled = true
+filter = netfilter
+logpath = {{log}}
+backend = polling
+maxretry = 1
+findtime = 1h
+bantime = {bantime}
+ignoreip = {ignoreip}
+action = subnet-escalate.py[{params}]
+"""
+
+
 def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
     return SYN_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])

@@ -13,21 +13,9 @@ from f2b_ext.escalation import ConfigError
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
 
-JAIL = """[escalate]
-enabled = true
-filter = netfilter
-logpath = {{log}}
-backend = polling
-maxretry = 1
-findtime = 1h
-bantime = 600
-action = subnet-escalate.py[{params}]
-"""
-
-
 def server(params: str):
-    from f2b_server import Fail2banServer
-    return Fail2banServer(JAIL.format(params=params))
+    from f2b_server import Fail2banServer, escalate_jail
+    return Fail2banServer(escalate_jail(params))
 
 
 @pytest.mark.parametrize("params,named", [

@@ -84,20 +84,10 @@ class CoreDriver:
 
 class ServerDriver:
     def __init__(self, scenario):
-        from f2b_server import Fail2banServer
+        from f2b_server import Fail2banServer, escalate_jail
         params = ", ".join(f'{k}="{v}"' for k, v in action_params(scenario).items())
         ignore = " ".join(["127.0.0.1/8", "::1"] + scenario.get("ignoreip", []))
-        self.server = Fail2banServer(f"""[escalate]
-enabled = true
-filter = netfilter
-logpath = {{log}}
-backend = polling
-maxretry = 1
-findtime = 1h
-bantime = {HOST_BANTIME}
-ignoreip = {ignore}
-action = subnet-escalate.py[{params}]
-""")
+        self.server = Fail2banServer(escalate_jail(params, ignore, HOST_BANTIME))
         self.server.start()
         self.seen = 0
 
