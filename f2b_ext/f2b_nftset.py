@@ -1,0 +1,180 @@
+"""Adapter: the `nftset` fail2ban action: bans into nftables sets, in-process.
+
+How it works: libnftables (Debian's python3-nftables) runs in fail2ban-server's own
+process and network namespace: no process per ban. Bans that arrive together are
+batched: `ban()` queues the element and a flush runs `batch` seconds later (or at once
+when `batch=0`), one `add element` per set. `unban()` flushes what is queued, then
+deletes; an element already gone is not an error. Each element's timeout is the ban's
+remaining time, so the kernel lifts it even if fail2ban dies. If the table vanished
+(`nft flush ruleset`), the next flush or `consistencyCheck()` rebuilds it and refills it
+from the jail's current ban list. What to write is f2b_ext.nftset's business.
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+from fail2ban.server.action import ActionBase
+from fail2ban.server.mytime import MyTime
+
+from . import nftset
+
+
+class NftError(RuntimeError):
+    pass
+
+
+class NftSetAction(ActionBase):
+    banEpoch = 0
+    _prolongable = True
+
+    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02"):
+        super().__init__(jail, name)
+        try:
+            nftset.setup_script(jail.name, direction, blocktype)
+            self._batch = float(batch)
+            if not 0 <= self._batch <= 5:
+                raise ValueError
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc or f'batch: {batch!r} must be seconds between 0 and 5'}") from None
+        self.direction, self.blocktype = direction, blocktype
+        self._jailname = jail.name
+        self._nft = None
+        self._prefix_sets: set[str] = set()
+        self._pending: list[tuple] = []
+        self._lock = threading.RLock()
+        self._timer = None
+        self.applied = 0            # elements written (for fail2ban-client get ... applied)
+
+    # -- nft --
+    def _run(self, script: str) -> tuple[int, str]:
+        if self._nft is None:
+            from nftables import Nftables
+            self._nft = Nftables()
+        rc, _out, err = self._nft.cmd(script)
+        return rc, err.strip()
+
+    def _setup(self):
+        rc, err = self._run(nftset.setup_script(self._jailname, self.direction, self.blocktype, self._prefix_sets))
+        if rc != 0:
+            raise NftError(f"nftables setup failed: {err}")
+
+    # -- lifecycle --
+    def start(self):
+        with self._lock:
+            self._setup()
+
+    def stop(self):
+        with self._lock:
+            self._cancel_timer()
+            self._pending.clear()
+            names = {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets
+            self._run(nftset.teardown_script(self._jailname, self.direction, names))
+            rc, out, _ = self._nft.cmd(f"list table {nftset.TABLE}")
+            if rc == 0 and "chain " not in out and "set " not in out:
+                self._run(f"delete table {nftset.TABLE}")
+
+    def reload(self, direction=None, blocktype=None, batch=None, **_):
+        with self._lock:
+            self.flush()
+            self.direction = direction or self.direction
+            self.blocktype = blocktype or self.blocktype
+            if batch is not None:
+                self._batch = float(batch)
+            self._setup()
+
+    def clearAllParams(self):
+        pass
+
+    # -- bans --
+    def ban(self, aInfo):
+        remaining = self._remaining(aInfo)
+        if remaining is not None and remaining <= 0:
+            return
+        net = ipaddress.ip_network(str(aInfo["ip"]), strict=False)
+        with self._lock:
+            self._pending.append((net, remaining))
+            if self._batch <= 0:
+                self.flush()
+            elif self._timer is None:
+                self._timer = threading.Timer(self._batch, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def prolong(self, aInfo):
+        """bantime.increment made the ban longer: replace the element's timeout."""
+        with self._lock:
+            self.flush()
+            self._delete(aInfo["ip"])
+        self.ban(aInfo)
+
+    def unban(self, aInfo):
+        with self._lock:
+            self.flush()
+            self._delete(aInfo["ip"])
+
+    def _delete(self, ip):
+        rc, err = self._run(nftset.delete_element_script(self._jailname, str(ip)))
+        if rc != 0 and "No such file or directory" not in err:
+            self._logSys.warning("nftset: unban %s: %s", ip, err)
+
+    def flush(self):
+        with self._lock:
+            self._cancel_timer()
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            if self._write(batch) != 0:
+                self._repair()
+                if self._write(batch) != 0:
+                    self._logSys.error("nftset: could not add %d element(s) even after repair", len(batch))
+
+    def _write(self, batch) -> int:
+        script = []
+        for net, _ in batch:
+            name = nftset.set_name(self._jailname, net)
+            if "_n" in name[len(nftset.jail_key(self._jailname)):] and name not in self._prefix_sets:
+                self._prefix_sets.add(name)
+                script.append(nftset.new_prefix_set_script(self._jailname, name, self.direction, self.blocktype))
+        script.append(nftset.add_elements_script(self._jailname, batch))
+        rc, err = self._run("\n".join(script))
+        if rc == 0:
+            self.applied += len(batch)
+        else:
+            self._logSys.warning("nftset: %s", err.splitlines()[0] if err else rc)
+        return rc
+
+    def _repair(self):
+        """Rebuild the table and refill it from the jail's current bans."""
+        self._logSys.warning("nftset: table %s missing or broken; rebuilding from the ban list", nftset.TABLE)
+        self._setup()
+        now = MyTime.time()
+        manager = self._jail.actions.banManager
+        default = manager.getBanTime()
+        entries = []
+        for ticket in manager:
+            bt = ticket.getBanTime(default)
+            remaining = None if bt is not None and bt < 0 else ticket.getTime() + bt - now
+            if remaining is None or remaining > 0:
+                entries.append((ipaddress.ip_network(str(ticket.getID()), strict=False), remaining))
+        if entries:
+            self._write(entries)
+
+    def consistencyCheck(self, beforeRepair=None):
+        with self._lock:
+            rc, _ = self._run(f"list set {nftset.TABLE} {nftset.jail_key(self._jailname)}_h4")
+            if rc != 0:
+                self._repair()
+        return True
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @staticmethod
+    def _remaining(aInfo):
+        bantime = aInfo["bantime"]
+        if bantime is None or bantime < 0:
+            return None
+        return aInfo["time"] + bantime - MyTime.time()

@@ -1,0 +1,109 @@
+"""nftables sets that hold a jail's bans: the nft text for them, nothing more.
+
+How it works: one table of the suite's own (`inet f2b_ext`). Per jail, hosts go into
+`<jail>_h4` / `<jail>_h6` (`flags timeout`), prefixes into one interval set per family and
+prefix length (`<jail>_n4_24`, `<jail>_n4_16`, `<jail>_n6_64` ...), created when the
+first prefix of that length is banned. Prefixes of one length never overlap, so member
+hosts, their /24 and the /16 above it coexist without "interval overlaps" errors, and each
+keeps its own timeout. Every element carries the ban's remaining time as its `timeout`,
+so the kernel lifts a ban even if fail2ban dies. Per jail, one chain hooked on input and
+one on forward drop (or reject) what the sets match by source; an outbound jail hooks
+output (and forward) and matches by destination.
+
+Functions return nft command text for libnftables; the adapter (f2b_ext/f2b_nftset.py)
+runs it. No I/O here.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Iterable, Optional
+
+TABLE = "inet f2b_ext"
+VERDICTS = {"drop": "drop", "reject": "reject"}
+HOST_PREFIX = {4: 32, 6: 128}
+ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+MATCH = {4: "ip", 6: "ip6"}
+# hooks per direction, and which end of the packet is the remote
+HOOKS = {"in": (("input", "saddr"), ("forward", "saddr")),
+         "out": (("output", "daddr"), ("forward", "daddr"))}
+PRIORITY = -5          # before the usual filter chains (priority 0)
+
+
+def jail_key(jail: str) -> str:
+    """A jail name as an nft identifier."""
+    key = re.sub(r"[^A-Za-z0-9_]", "_", jail)
+    return key if key[:1].isalpha() else "j_" + key
+
+
+def set_name(jail: str, net) -> str:
+    net = ipaddress.ip_network(net, strict=False)
+    fam = net.version
+    if net.prefixlen == HOST_PREFIX[fam]:
+        return f"{jail_key(jail)}_h{fam}"
+    return f"{jail_key(jail)}_n{fam}_{net.prefixlen}"
+
+
+def _set_decl(name: str, fam: int, interval: bool) -> str:
+    flags = "interval, timeout" if interval else "timeout"
+    return f"add set {TABLE} {name} {{ type {ADDR_TYPE[fam]}; flags {flags}; }}"
+
+
+def _rules_for_set(jail: str, name: str, fam: int, direction: str, verdict: str) -> list[str]:
+    return [f"add rule {TABLE} {jail_key(jail)}_{hook} {MATCH[fam]} {end} @{name} {VERDICTS[verdict]}"
+            for hook, end in HOOKS[direction]]
+
+
+def setup_script(jail: str, direction: str = "in", verdict: str = "drop",
+                 prefix_sets: Iterable[str] = ()) -> str:
+    """Idempotent: table, host sets, the jail's chains (flushed and refilled), rules for
+    the host sets and for every prefix set named in `prefix_sets`."""
+    if direction not in HOOKS:
+        raise ValueError(f"direction: {direction!r} must be 'in' or 'out'")
+    if verdict not in VERDICTS:
+        raise ValueError(f"blocktype: {verdict!r} must be 'drop' or 'reject'")
+    key = jail_key(jail)
+    lines = [f"add table {TABLE}"]
+    for hook, _ in HOOKS[direction]:
+        lines.append(f"add chain {TABLE} {key}_{hook} {{ type filter hook {hook} priority {PRIORITY}; policy accept; }}")
+        lines.append(f"flush chain {TABLE} {key}_{hook}")
+    for fam in (4, 6):
+        name = f"{key}_h{fam}"
+        lines.append(_set_decl(name, fam, interval=False))
+        lines += _rules_for_set(jail, name, fam, direction, verdict)
+    for name in sorted(set(prefix_sets)):
+        fam = int(name.split("_n", 1)[1][0])
+        lines.append(_set_decl(name, fam, interval=True))
+        lines += _rules_for_set(jail, name, fam, direction, verdict)
+    return "\n".join(lines)
+
+
+def new_prefix_set_script(jail: str, name: str, direction: str, verdict: str) -> str:
+    fam = int(name.rsplit("_n", 1)[1][0])
+    return "\n".join([_set_decl(name, fam, interval=True), *_rules_for_set(jail, name, fam, direction, verdict)])
+
+
+def teardown_script(jail: str, direction: str, set_names: Iterable[str]) -> str:
+    """Remove exactly what setup created for this jail (the table stays for others)."""
+    key = jail_key(jail)
+    lines = [f"delete chain {TABLE} {key}_{hook}" for hook, _ in HOOKS[direction]]
+    lines += [f"delete set {TABLE} {name}" for name in sorted(set(set_names))]
+    return "\n".join(lines)
+
+
+def element(net, timeout: Optional[int]) -> str:
+    net = ipaddress.ip_network(net, strict=False)
+    text = str(net.network_address) if net.prefixlen == HOST_PREFIX[net.version] else str(net)
+    return text if timeout is None else f"{text} timeout {max(1, int(timeout))}s"
+
+
+def add_elements_script(jail: str, entries: Iterable[tuple]) -> str:
+    """`entries`: (network, remaining seconds or None for permanent); one command per set."""
+    by_set: dict[str, list[str]] = {}
+    for net, timeout in entries:
+        by_set.setdefault(set_name(jail, net), []).append(element(net, timeout))
+    return "\n".join(f"add element {TABLE} {name} {{ {', '.join(items)} }}" for name, items in by_set.items())
+
+
+def delete_element_script(jail: str, net) -> str:
+    return f"delete element {TABLE} {set_name(jail, net)} {{ {element(net, None)} }}"

@@ -1,0 +1,132 @@
+"""nftset: the nft text (pure), and the action against the real kernel in a namespace."""
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+
+from conftest import is_root
+from f2b_ext import nftset
+
+
+def test_sets_by_family_and_prefix_length():
+    assert nftset.set_name("netfilter-in", "203.0.113.7") == "netfilter_in_h4"
+    assert nftset.set_name("netfilter-in", "203.0.113.0/24") == "netfilter_in_n4_24"
+    assert nftset.set_name("x", "2001:db8::/64") == "x_n6_64"
+    assert nftset.set_name("9j", "2001:db8::1") == "j_9j_h6"
+
+
+def test_setup_is_idempotent_text_and_directions():
+    script = nftset.setup_script("j", "in", "drop", ["j_n4_24"])
+    assert "flush chain inet f2b_ext j_input" in script and "ip saddr @j_n4_24 drop" in script
+    out = nftset.setup_script("j", "out", "reject")
+    assert "hook output" in out and "ip daddr @j_h4 reject" in out and "hook input" not in out
+    with pytest.raises(ValueError, match="direction"):
+        nftset.setup_script("j", "sideways")
+    with pytest.raises(ValueError, match="blocktype"):
+        nftset.setup_script("j", "in", "tarpit")
+
+
+def test_elements_are_grouped_per_set_with_timeouts():
+    script = nftset.add_elements_script("j", [(ipaddress.ip_network("203.0.113.7/32"), 600.4),
+                                              (ipaddress.ip_network("203.0.113.0/24"), 60),
+                                              (ipaddress.ip_network("203.0.113.8/32"), None)])
+    assert "add element inet f2b_ext j_h4 { 203.0.113.7 timeout 600s, 203.0.113.8 }" in script
+    assert "add element inet f2b_ext j_n4_24 { 203.0.113.0/24 timeout 60s }" in script
+
+
+class FakeTicketInfo(dict):
+    pass
+
+
+class FakeJail:
+    """Only what the action reads: its name and the ban list (for repair)."""
+    def __init__(self, name):
+        self.name = name
+        from fail2ban.server.banmanager import BanManager
+        self.actions = type("A", (), {"banManager": BanManager()})()
+
+
+def info(ip, bantime=600, when=None):
+    """What fail2ban hands an action; times on fail2ban's clock (pinned in the tests)."""
+    from fail2ban.server.ipdns import IPAddr
+    from fail2ban.server.mytime import MyTime
+    return {"ip": IPAddr(ip), "bantime": bantime, "time": when or MyTime.time()}
+
+
+kernel = pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
+
+
+@pytest.fixture
+def lab_nft():
+    from f2b_ext.lab import Lab, in_netns
+    with Lab() as lab:
+        yield lab, in_netns
+
+
+@kernel
+@pytest.mark.kernel
+def test_hosts_and_subnets_coexist_and_time_out(lab_nft):
+    lab, in_netns = lab_nft
+    from f2b_ext.f2b_nftset import NftSetAction
+    with in_netns(lab.server):
+        act = NftSetAction(FakeJail("lab-jail"), "nftset", batch="0")
+        act.start()
+        act.start()                                             # idempotent
+        for ip in ("203.0.113.7", "203.0.113.8", "203.0.113.0/24", "203.0.0.0/16", "2001:db8::7", "2001:db8::/64"):
+            act.ban(info(ip, bantime=3))
+        act.unban(info("203.0.113.99"))                         # not banned: no error
+        act.unban(info("203.0.113.8"))
+    listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+    for item in ("203.0.113.7 timeout", "203.0.113.0/24 timeout", "203.0.0.0/16 timeout", "2001:db8::7 timeout",
+                 "2001:db8::/64 timeout"):
+        assert item in listing, listing
+    assert "203.0.113.8 " not in listing
+    assert listing.count("hook input") == 1 and listing.count("ip saddr @lab_jail_h4 drop") == 2
+    time.sleep(3.5)                                             # the kernel lifts them itself
+    listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+    assert "203.0.113.7" not in listing and "203.0.113.0/24" not in listing
+    with in_netns(lab.server):
+        act.stop()
+    assert "f2b_ext" not in lab.server_sh("nft", "list", "tables")
+
+
+@kernel
+@pytest.mark.kernel
+def test_rebuilt_after_a_ruleset_flush(lab_nft):
+    lab, in_netns = lab_nft
+    from fail2ban.server.ticket import BanTicket
+    from f2b_ext.f2b_nftset import NftSetAction
+    jail = FakeJail("j")
+    from fail2ban.server.mytime import MyTime
+    t = BanTicket("198.51.100.5", MyTime.time()); t.setBanTime(600)
+    jail.actions.banManager.addBanTicket(t)
+    with in_netns(lab.server):
+        act = NftSetAction(jail, "nftset", batch="0")
+        act.start()
+        act.ban(info("198.51.100.5"))
+        lab.server_sh("nft", "flush", "ruleset")
+        act.ban(info("198.51.100.6"))                           # finds the table gone
+    listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+    assert "198.51.100.5 timeout" in listing and "198.51.100.6 timeout" in listing
+
+
+@kernel
+@pytest.mark.kernel
+def test_a_banned_host_gets_no_answer(lab_nft):
+    """The kernel, not the listing: a SYN from a banned /24 gets no RST back."""
+    lab, in_netns = lab_nft
+    from scapy.layers.inet import IP, TCP
+    from f2b_ext.f2b_nftset import NftSetAction
+    log = lab.kernel_log()
+    lab.server_sh("iptables", "-A", "OUTPUT", "-j", "LOG", "--log-prefix", "ANSWER: ")
+    lab.send(IP(src="198.51.100.20", dst="192.0.2.1", id=3001) / TCP(sport=40000, dport=23, flags="S"))
+    assert any("DST=198.51.100.20 " in r.message for r in log.read(settle=0.3))
+    with in_netns(lab.server):
+        act = NftSetAction(FakeJail("j"), "nftset", batch="0")
+        act.start()
+        act.ban(info("198.51.100.0/24"))
+    lab.send(IP(src="198.51.100.21", dst="192.0.2.1", id=3002) / TCP(sport=40000, dport=23, flags="S"))
+    assert not any("DST=198.51.100.21 " in r.message for r in log.read(settle=0.5))
+    log.close()
