@@ -7,6 +7,7 @@ a user can cause are `CliError`: one line on stderr, exit status 2, never a trac
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def cmd_test(args) -> int:
                 if has_expectations:
                     want = case.expect.get("host") if case.should_match else None
                     failed |= (j.banned is None) != (want is None) or \
-                        (want is not None and j.banned != str(nf.ipaddress.ip_address(want)))
+                        (want is not None and j.banned != str(ipaddress.ip_address(want)))
                 totals["lines"] += 1
                 totals["ban" if j.banned else "ignored"] += 1
                 totals["failed"] += failed

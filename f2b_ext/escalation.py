@@ -291,6 +291,14 @@ class Escalator:
                     return self._count(fam, i + 1, net, now, forged, around=net.network_address)
         return []
 
+    def carry_over(self, old: "Escalator"):
+        """Take `old`'s bans, and its counts if the ladder and window are the same
+        (a reload with new parameters)."""
+        if (self.ladder, self.window) == (old.ladder, old.window):
+            self._windows = old._windows
+        self._banned = old._banned
+        self._now = old._now
+
     def forget_ban(self, net: Network):
         """fail2ban lifted the ban of `net` (schedule ended, or an admin unbanned it)."""
         self._banned.pop(net, None)

@@ -131,9 +131,7 @@ class SubnetEscalateAction(ActionBase):
                 self.escalator, self.schedule = build(params, protected)
             except ConfigError as exc:
                 raise ValueError(f"{self._name}: {exc}") from None
-            if (self.escalator.ladder, self.escalator.window) == (old.ladder, old.window):
-                self.escalator._windows = old._windows
-            self.escalator._banned = old._banned
+            self.escalator.carry_over(old)
             self._params = params
 
     def clearAllParams(self):

@@ -97,7 +97,6 @@ class FilterRunner:
                 elif opt[2] == "maxlines":
                     flt.setMaxLines(value)
         self.filter = flt
-        self.journalmatch = reader._initOpts.get("journalmatch") if hasattr(reader, "_initOpts") else None
 
     @property
     def failregexes(self) -> list[str]:

@@ -63,7 +63,11 @@ class Fail2banServer:
                 os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
         self.proc = None
 
-    def start(self, timeout: float = 30):
+    def start(self, timeout: float = 30, jail: str = "escalate"):
+        """Start and wait until `jail` runs (a server that answers ping may still be
+        applying, or about to refuse, its configuration)."""
+        started = f"Jail '{jail}' started"
+        before = self.server_log().count(started)       # earlier runs of this server
         env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
         cmd = ["fail2ban-server", "-f", "-x", "-c", str(self.conf)]
         if self.as_nobody:
@@ -74,8 +78,7 @@ class Fail2banServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fail2ban-server exited {self.proc.returncode}: {self.proc.stdout.read()[-3000:]}"
                                    f"\n{self.server_log()[-3000:]}")
-            r = self.client("ping", check=False)
-            if r.returncode == 0 and "pong" in r.stdout:
+            if self.server_log().count(started) > before and self.client("ping", check=False).returncode == 0:
                 return self
             time.sleep(0.2)
         raise RuntimeError("fail2ban-server did not answer: " + self.server_log()[-3000:])
