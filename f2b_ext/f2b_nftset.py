@@ -133,7 +133,7 @@ class NftSetAction(ActionBase):
         script = []
         for net, _ in batch:
             name = nftset.set_name(self._jailname, net)
-            if "_n" in name[len(nftset.jail_key(self._jailname)):] and name not in self._prefix_sets:
+            if nftset.is_prefix(net) and name not in self._prefix_sets:
                 self._prefix_sets.add(name)
                 script.append(nftset.new_prefix_set_script(self._jailname, name, self.direction, self.blocktype))
         script.append(nftset.add_elements_script(self._jailname, batch))

@@ -38,10 +38,19 @@ def jail_key(jail: str) -> str:
 
 def set_name(jail: str, net) -> str:
     net = ipaddress.ip_network(net, strict=False)
-    fam = net.version
-    if net.prefixlen == HOST_PREFIX[fam]:
-        return f"{jail_key(jail)}_h{fam}"
-    return f"{jail_key(jail)}_n{fam}_{net.prefixlen}"
+    if not is_prefix(net):
+        return f"{jail_key(jail)}_h{net.version}"
+    return f"{jail_key(jail)}_n{net.version}_{net.prefixlen}"
+
+
+def is_prefix(net) -> bool:
+    net = ipaddress.ip_network(net, strict=False)
+    return net.prefixlen < HOST_PREFIX[net.version]
+
+
+def prefix_set_family(name: str) -> int:
+    """4 or 6, from a prefix set's name ("<jail>_n4_24"); the jail key may hold "_n" too."""
+    return int(name.rsplit("_n", 1)[1][0])
 
 
 def _set_decl(name: str, fam: int, interval: bool) -> str:
@@ -72,14 +81,14 @@ def setup_script(jail: str, direction: str = "in", verdict: str = "drop",
         lines.append(_set_decl(name, fam, interval=False))
         lines += _rules_for_set(jail, name, fam, direction, verdict)
     for name in sorted(set(prefix_sets)):
-        fam = int(name.split("_n", 1)[1][0])
+        fam = prefix_set_family(name)
         lines.append(_set_decl(name, fam, interval=True))
         lines += _rules_for_set(jail, name, fam, direction, verdict)
     return "\n".join(lines)
 
 
 def new_prefix_set_script(jail: str, name: str, direction: str, verdict: str) -> str:
-    fam = int(name.rsplit("_n", 1)[1][0])
+    fam = prefix_set_family(name)
     return "\n".join([_set_decl(name, fam, interval=True), *_rules_for_set(jail, name, fam, direction, verdict)])
 
 

@@ -17,6 +17,14 @@ def test_sets_by_family_and_prefix_length():
     assert nftset.set_name("9j", "2001:db8::1") == "j_9j_h6"
 
 
+def test_a_jail_name_holding_n_keeps_its_prefix_sets_apart():
+    name = nftset.set_name("my_net", "203.0.113.0/24")
+    assert name == "my_net_n4_24" and nftset.prefix_set_family(name) == 4
+    script = nftset.setup_script("my_net", "in", "drop", [name, "my_net_n6_64"])
+    assert "add set inet f2b_ext my_net_n4_24 { type ipv4_addr; flags interval, timeout; }" in script
+    assert "add set inet f2b_ext my_net_n6_64 { type ipv6_addr; flags interval, timeout; }" in script
+
+
 def test_setup_is_idempotent_text_and_directions():
     script = nftset.setup_script("j", "in", "drop", ["j_n4_24"])
     assert "flush chain inet f2b_ext j_input" in script and "ip saddr @j_n4_24 drop" in script
