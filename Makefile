@@ -1,13 +1,14 @@
 # f2b-ext: fresh Debian 12, as root. `make demo` and `make test` install what they need.
 #
-# fail2ban, nftables' Python binding and scapy come from Debian's packages; the venv is
+# fail2ban, nftables' Python binding and scapy come from Debian's packages (systemd only
+# for its journald binary: the forgery test runs a private one); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
-              python3-scapy python3-systemd python3-venv procps util-linux
+              python3-scapy python3-systemd python3-venv procps util-linux systemd
 STAMP      := $(VENV)/.installed
 
 .PHONY: deps venv test test-fast demo bench samples clean

@@ -111,10 +111,13 @@ class SubnetEscalateAction(ActionBase):
             raise ValueError(f"{name}: {exc}") from None
 
     # -- lifecycle --
+    def _protected(self) -> list[str]:
+        """Never to be covered: the jail's ignoreip and this machine's addresses."""
+        return _ignoreip_networks(self._jail) + own_addresses()
+
     def start(self):
         with self._lock:
-            protected = _ignoreip_networks(self._jail) + own_addresses()
-            self.escalator, self.schedule = build(self._params, protected)
+            self.escalator, self.schedule = build(self._params, self._protected())
         self._logSys.info("subnet-escalate: ladder %s, window %ss, schedule %s, %d protected",
                           self.escalator.ladder.rungs, int(self.escalator.window),
                           self.schedule.steps, len(self.escalator.safety.protected))
@@ -126,9 +129,8 @@ class SubnetEscalateAction(ActionBase):
         """fail2ban-client reload: new parameters, same counting state and bans."""
         with self._lock:
             old = self.escalator
-            protected = _ignoreip_networks(self._jail) + own_addresses()
             try:
-                self.escalator, self.schedule = build(params, protected)
+                self.escalator, self.schedule = build(params, self._protected())
             except ConfigError as exc:
                 raise ValueError(f"{self._name}: {exc}") from None
             self.escalator.carry_over(old)

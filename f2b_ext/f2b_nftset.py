@@ -24,6 +24,13 @@ class NftError(RuntimeError):
     pass
 
 
+def remaining(start: float, bantime, now: float):
+    """Seconds a ban has left (None: permanent)."""
+    if bantime is None or bantime < 0:
+        return None
+    return start + bantime - now
+
+
 class NftSetAction(ActionBase):
     banEpoch = 0
     _prolongable = True
@@ -48,11 +55,15 @@ class NftSetAction(ActionBase):
 
     # -- nft --
     def _run(self, script: str) -> tuple[int, str]:
+        rc, _out, err = self._cmd(script)
+        return rc, err
+
+    def _cmd(self, script: str) -> tuple[int, str, str]:
         if self._nft is None:
             from nftables import Nftables
             self._nft = Nftables()
-        rc, _out, err = self._nft.cmd(script)
-        return rc, err.strip()
+        rc, out, err = self._nft.cmd(script)
+        return rc, out, err.strip()
 
     def _setup(self):
         rc, err = self._run(nftset.setup_script(self._jailname, self.direction, self.blocktype, self._prefix_sets))
@@ -70,7 +81,7 @@ class NftSetAction(ActionBase):
             self._pending.clear()
             names = {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets
             self._run(nftset.teardown_script(self._jailname, self.direction, names))
-            rc, out, _ = self._nft.cmd(f"list table {nftset.TABLE}")
+            rc, out, _ = self._cmd(f"list table {nftset.TABLE}")
             if rc == 0 and "chain " not in out and "set " not in out:
                 self._run(f"delete table {nftset.TABLE}")
 
@@ -88,12 +99,12 @@ class NftSetAction(ActionBase):
 
     # -- bans --
     def ban(self, aInfo):
-        remaining = self._remaining(aInfo)
-        if remaining is not None and remaining <= 0:
+        left = remaining(aInfo["time"], aInfo["bantime"], MyTime.time())
+        if left is not None and left <= 0:
             return
         net = ipaddress.ip_network(str(aInfo["ip"]), strict=False)
         with self._lock:
-            self._pending.append((net, remaining))
+            self._pending.append((net, left))
             if self._batch <= 0:
                 self.flush()
             elif self._timer is None:
@@ -153,10 +164,9 @@ class NftSetAction(ActionBase):
         default = manager.getBanTime()
         entries = []
         for ticket in manager:
-            bt = ticket.getBanTime(default)
-            remaining = None if bt is not None and bt < 0 else ticket.getTime() + bt - now
-            if remaining is None or remaining > 0:
-                entries.append((ipaddress.ip_network(str(ticket.getID()), strict=False), remaining))
+            left = remaining(ticket.getTime(), ticket.getBanTime(default), now)
+            if left is None or left > 0:
+                entries.append((ipaddress.ip_network(str(ticket.getID()), strict=False), left))
         if entries:
             self._write(entries)
 
@@ -171,10 +181,3 @@ class NftSetAction(ActionBase):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    @staticmethod
-    def _remaining(aInfo):
-        bantime = aInfo["bantime"]
-        if bantime is None or bantime < 0:
-            return None
-        return aInfo["time"] + bantime - MyTime.time()

@@ -119,7 +119,6 @@ class Policy:
         except re.error as exc:
             raise ValueError(f"logprefix is not a valid regex: {exc}") from None
 
-
     @classmethod
     def from_filter_options(cls, options: dict) -> "Policy":
         """The filter's [Init] options as a jail writes them (strings), e.g.
@@ -304,22 +303,16 @@ def _proto_fields(tok: _Tokens, proto: str) -> dict:
         if spt is None or dpt is None:
             return out
         if proto != "TCP":
-            if _number(tok.field("LEN")) is None:      # the kernel always prints it
-                return out
-            out.update(spt=spt, dpt=dpt)
+            if _number(tok.field("LEN")) is not None:      # the kernel always prints it
+                out.update(spt=spt, dpt=dpt)
             return out
         out.update(spt=spt, dpt=dpt)
-        if proto == "TCP":
-            if tok.field("SEQ") is not None and tok.field("ACK") is None:
-                return out
-            if _number(tok.field("WINDOW")) is None or tok.field("RES") is None:
-                return out
-            flags = []
-            for word in TCP_FLAG_ORDER:
-                if tok.flag(word):
-                    flags.append(word)
-            if tok.field("URGP") is None:
-                return out
+        if tok.field("SEQ") is not None and tok.field("ACK") is None:
+            return out
+        if _number(tok.field("WINDOW")) is None or tok.field("RES") is None:
+            return out
+        flags = [word for word in TCP_FLAG_ORDER if tok.flag(word)]
+        if tok.field("URGP") is not None:
             out["flags"] = frozenset(flags)
     elif proto in ("ICMP", "ICMPv6"):
         itype = _number(tok.field("TYPE"))

@@ -2,6 +2,7 @@
 admin bans, what fail2ban-client shows."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -16,6 +17,20 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as n
 def server(params: str):
     from f2b_server import Fail2banServer, escalate_jail
     return Fail2banServer(escalate_jail(params))
+
+
+@contextlib.contextmanager
+def running(params: str):
+    """A started server with jail `escalate` running subnet-escalate.py[params]."""
+    s = server(params)
+    try:
+        yield s.start()
+    finally:
+        s.close()
+
+
+def prop(s, name: str) -> str:
+    return s.client("get", "escalate", "action", "subnet-escalate", name).stdout
 
 
 @pytest.mark.parametrize("params,named", [
@@ -52,51 +67,41 @@ def test_own_addresses_are_read_from_the_interfaces():
 
 def test_reload_keeps_the_action_its_bans_and_its_counts():
     from f2b_server import kernel_line
-    s = server('hosts="3", schedule="1h", bogons="none"')
-    try:
-        s.start()
+    with running('hosts="3", schedule="1h", bogons="none"') as s:
         s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3)], kernel_line("198.51.100.7"))
         s.wait_for(lambda: "203.0.113.0/24" in s.bans("escalate"), what="escalation")
-        before = s.client("get", "escalate", "action", "subnet-escalate", "counting").stdout
+        before = prop(s, "counting")
         s.client("reload")
         time.sleep(1.0)
         assert "subnet-escalate" in s.client("get", "escalate", "actions").stdout
         assert "203.0.113.0/24" in s.bans("escalate")
-        assert "203.0.113.0/24" in s.client("get", "escalate", "action", "subnet-escalate", "escalations").stdout
+        assert "203.0.113.0/24" in prop(s, "escalations")
         assert "198.51.100.0/24 1" in before
-        assert s.client("get", "escalate", "action", "subnet-escalate", "counting").stdout == before
-    finally:
-        s.close()
+        assert prop(s, "counting") == before
 
 
 def test_an_admins_subnet_ban_is_respected_and_not_doubled():
     from f2b_server import kernel_line
-    s = server('hosts="3", schedule="1h", bogons="none"')
-    try:
-        s.start()
+    with running('hosts="3", schedule="1h", bogons="none"') as s:
         s.client("set", "escalate", "banip", "203.0.113.0/24")
         s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3, 4)])
         s.wait_for(lambda: len(s.bans("escalate")) >= 5, what="host bans")
         time.sleep(1.5)
         assert "] Escalate " not in s.server_log()
-        assert s.client("get", "escalate", "action", "subnet-escalate", "status").stdout.startswith("escalated 0")
-    finally:
-        s.close()
+        assert prop(s, "status").startswith("escalated 0")
 
 
 def test_what_fail2ban_client_shows():
     from f2b_server import kernel_line
-    s = server('hosts="3", schedule="1h 6h", bogons="none"')
-    try:
-        s.start()
+    with running('hosts="3", schedule="1h 6h", bogons="none"') as s:
         s.append(*[kernel_line(f"2001:db8:5::{i}") for i in (1, 2, 3)])
         s.wait_for(lambda: "2001:db8:5::/64" in s.bans("escalate"), what="escalation")
-        get = lambda p: s.client("get", "escalate", "action", "subnet-escalate", p).stdout
-        assert get("status").startswith("escalated 1, active 1")
-        assert "2001:db8:5::/64 until " in get("escalations")
-        assert get("unbans").splitlines()[0].endswith("2001:db8:5::1") or "2001:db8:5::/64" in get("unbans")
+        assert prop(s, "status").startswith("escalated 1, active 1")
+        assert "2001:db8:5::/64 until " in prop(s, "escalations")
+        # soonest first: the three host bans (600 s) end before the /64 (3600 s)
+        unbans = prop(s, "unbans").splitlines()
+        assert sorted(line.rsplit(" ", 1)[1] for line in unbans[:3]) == [f"2001:db8:5::{i}" for i in (1, 2, 3)]
+        assert len(unbans) == 4 and unbans[3].endswith(" 2001:db8:5::/64")
         assert "2001:db8:5::/64" in s.client("status", "escalate").stdout
         assert s.bans("escalate")["2001:db8:5::/64"] == 3600
         assert "Escalate 2001:db8:5::/64 for 3600s (3 hosts banned within 3600s; escalation #1)" in s.server_log()
-    finally:
-        s.close()
