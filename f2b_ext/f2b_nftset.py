@@ -2,12 +2,15 @@
 
 How it works: libnftables (Debian's python3-nftables) runs in fail2ban-server's own
 process and network namespace: no process per ban. Bans that arrive together are
-batched: `ban()` queues the element and a flush runs `batch` seconds later (or at once
-when `batch=0`), one `add element` per set. `unban()` flushes what is queued, then
+batched: `ban()` queues the element and one write runs `batch` seconds later (or at once
+when `batch=0`), one `add element` per set. `unban()` writes what is queued, then
 deletes; an element already gone is not an error. Each element's timeout is the ban's
 remaining time, so the kernel lifts it even if fail2ban dies. If the table vanished
-(`nft flush ruleset`), the next flush or `consistencyCheck()` rebuilds it and refills it
-from the jail's current ban list. What to write is f2b_ext.nftset's business.
+(`nft flush ruleset`), the next write or `consistencyCheck()` rebuilds it and refills it
+from the jail's current ban list; a watchdog runs that check every `checkinterval`
+seconds, because `systemctl restart nftables` flushes the ruleset without any ban to
+notice it. `flush()` is fail2ban's unban-all (`unban --all`, jail stop): one `flush set`
+per set instead of one delete per ban. What to write is f2b_ext.nftset's business.
 """
 from __future__ import annotations
 
@@ -31,19 +34,28 @@ def remaining(start: float, bantime, now: float):
     return start + bantime - now
 
 
+def _seconds(name: str, text, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not low <= value <= high:
+        raise ValueError(f"{name}: {text!r} must be seconds between {low:g} and {high:g}")
+    return value
+
+
 class NftSetAction(ActionBase):
     banEpoch = 0
     _prolongable = True
 
-    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02"):
+    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02", checkinterval="10"):
         super().__init__(jail, name)
         try:
             nftset.setup_script(jail.name, direction, blocktype)
-            self._batch = float(batch)
-            if not 0 <= self._batch <= 5:
-                raise ValueError
+            self._batch = _seconds("batch", batch, 0, 5)
+            self._checkinterval = _seconds("checkinterval", checkinterval, 0, 86400)
         except ValueError as exc:
-            raise ValueError(f"{name}: {exc or f'batch: {batch!r} must be seconds between 0 and 5'}") from None
+            raise ValueError(f"{name}: {exc}") from None
         self.direction, self.blocktype = direction, blocktype
         self._jailname = jail.name
         self._nft = None
@@ -51,6 +63,7 @@ class NftSetAction(ActionBase):
         self._pending: list[tuple] = []
         self._lock = threading.RLock()
         self._timer = None
+        self._watchdog = None
         self.applied = 0            # elements written (for fail2ban-client get ... applied)
 
     # -- nft --
@@ -74,24 +87,39 @@ class NftSetAction(ActionBase):
     def start(self):
         with self._lock:
             self._setup()
+        if self._checkinterval and self._watchdog is None:
+            self._watchdog = threading.Event()
+            threading.Thread(target=self._watch, args=(self._watchdog,), daemon=True,
+                             name=f"f2b-nftset-{self._jailname}").start()
+
+    def _watch(self, stopped: threading.Event):
+        while not stopped.wait(self._checkinterval):
+            try:
+                self.consistencyCheck()
+            except Exception as exc:        # keep watching; fail2ban logs the rest
+                self._logSys.error("nftset: check failed: %s", exc)
 
     def stop(self):
+        if self._watchdog is not None:
+            self._watchdog.set()
+            self._watchdog = None
         with self._lock:
             self._cancel_timer()
             self._pending.clear()
-            names = {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets
-            self._run(nftset.teardown_script(self._jailname, self.direction, names))
+            self._run(nftset.teardown_script(self._jailname, self.direction, self._set_names()))
             rc, out, _ = self._cmd(f"list table {nftset.TABLE}")
             if rc == 0 and "chain " not in out and "set " not in out:
                 self._run(f"delete table {nftset.TABLE}")
 
-    def reload(self, direction=None, blocktype=None, batch=None, **_):
+    def reload(self, direction=None, blocktype=None, batch=None, checkinterval=None, **_):
         with self._lock:
-            self.flush()
+            self._write_pending()
             self.direction = direction or self.direction
             self.blocktype = blocktype or self.blocktype
             if batch is not None:
-                self._batch = float(batch)
+                self._batch = _seconds("batch", batch, 0, 5)
+            if checkinterval is not None:
+                self._checkinterval = _seconds("checkinterval", checkinterval, 0, 86400)
             self._setup()
 
     def clearAllParams(self):
@@ -106,30 +134,44 @@ class NftSetAction(ActionBase):
         with self._lock:
             self._pending.append((net, left))
             if self._batch <= 0:
-                self.flush()
+                self._write_pending()
             elif self._timer is None:
-                self._timer = threading.Timer(self._batch, self.flush)
+                self._timer = threading.Timer(self._batch, self._write_pending)
                 self._timer.daemon = True
                 self._timer.start()
 
     def prolong(self, aInfo):
         """bantime.increment made the ban longer: replace the element's timeout."""
         with self._lock:
-            self.flush()
+            self._write_pending()
             self._delete(aInfo["ip"])
         self.ban(aInfo)
 
     def unban(self, aInfo):
         with self._lock:
-            self.flush()
+            self._write_pending()
             self._delete(aInfo["ip"])
+
+    def flush(self):
+        """fail2ban's unban-all: empty every set of this jail at once. True tells
+        fail2ban that no per-ban unban is needed."""
+        with self._lock:
+            self._cancel_timer()
+            self._pending.clear()
+            rc, err = self._run("\n".join(f"flush set {nftset.TABLE} {name}" for name in sorted(self._set_names())))
+            if rc != 0:
+                self._logSys.warning("nftset: flush: %s", err)
+            return rc == 0
+
+    def _set_names(self) -> set[str]:
+        return {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets
 
     def _delete(self, ip):
         rc, err = self._run(nftset.delete_element_script(self._jailname, str(ip)))
         if rc != 0 and "No such file or directory" not in err:
             self._logSys.warning("nftset: unban %s: %s", ip, err)
 
-    def flush(self):
+    def _write_pending(self):
         with self._lock:
             self._cancel_timer()
             if not self._pending:
@@ -171,10 +213,15 @@ class NftSetAction(ActionBase):
             self._write(entries)
 
     def consistencyCheck(self, beforeRepair=None):
+        """Repair unless the jail's first chain still holds its host-set rule (a
+        `flush ruleset` removes the table, a `flush chain` the rules)."""
+        key = nftset.jail_key(self._jailname)
+        hook = nftset.HOOKS[self.direction][0][0]
         with self._lock:
-            rc, _ = self._run(f"list set {nftset.TABLE} {nftset.jail_key(self._jailname)}_h4")
-            if rc != 0:
-                self._repair()
+            rc, out, _ = self._cmd(f"list chain {nftset.TABLE} {key}_{hook}")
+            if rc != 0 or f"@{key}_h4 " not in out:
+                if beforeRepair is None or beforeRepair():
+                    self._repair()
         return True
 
     def _cancel_timer(self):

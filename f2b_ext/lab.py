@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import itertools
 import json
+import random
 import os
 import select
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,10 +155,19 @@ class KernelLog:
         return out
 
 
+_labs = itertools.count(1)
+
+
+def _new_tag() -> str:
+    """Unique per lab, also within one process: log lines are told apart by the
+    interface names, and rsyslog's imklog replays older labs' lines."""
+    return f"{os.getpid() % 100000}n{next(_labs)}"
+
+
 @dataclass
 class Lab:
     """Two namespaces and a veth; use as a context manager."""
-    tag: str = field(default_factory=lambda: f"{os.getpid() % 100000}")
+    tag: str = field(default_factory=_new_tag)
     sysctls: Sysctls = field(default_factory=Sysctls)
 
     def __post_init__(self):
@@ -246,3 +258,65 @@ class Lab:
                 raise LabError(f"refusing to forge {pkt.src}: only documentation/benchmark ranges")
             frames.append(bytes(Ether(src=self.remote_mac, dst=dst_mac or self.server_mac) / pkt))
         self.send_frames(frames)
+
+    def probe(self, src: str, dport: int = 23, timeout: float = 0.3) -> bool:
+        """Does the server answer (SYN-ACK, RST or an ICMP error) a SYN from `src`?
+        The kernel's behaviour, seen on the wire at the remote end."""
+        from scapy.layers.inet import ICMP, IP, TCP
+        from scapy.layers.inet6 import IPv6
+        from scapy.layers.l2 import Ether
+        sport = random.randint(20000, 60000)
+        v6 = ipaddress.ip_address(src).version == 6
+        ip = IPv6(src=src, dst=SERVER_V6) if v6 else IP(src=src, dst=SERVER_V4)
+        with in_netns(self.remote):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        try:
+            s.bind((self.remote_if, 0))
+            self.send(ip / TCP(sport=sport, dport=dport, flags="S", seq=random.getrandbits(32)))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([s], [], [], left)[0]:
+                    break
+                frame = Ether(s.recv(65535))
+                pkt = frame.payload
+                if getattr(pkt, "dst", None) != src:
+                    continue
+                if TCP in pkt and pkt[TCP].dport == sport and pkt[TCP].sport == dport:
+                    return True
+                if ICMP in pkt or pkt.haslayer("ICMPv6DestUnreach"):
+                    return True
+            return False
+        finally:
+            s.close()
+
+    def listen(self, port: int) -> socket.socket:
+        """A TCP listener in the remote namespace on every address it answers for
+        (its link address and the lab ranges it routes locally); accepts and closes."""
+        with in_netns(self.remote):
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", port))
+        srv.listen(64)
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                conn.close()
+        threading.Thread(target=accept, daemon=True).start()
+        return srv
+
+    def connect_from_server(self, dst: str, port: int, timeout: float = 1.0) -> bool:
+        """Can the server open a TCP connection to dst:port?"""
+        with in_netns(self.server):
+            c = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
+        c.settimeout(timeout)
+        try:
+            c.connect((dst, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            c.close()

@@ -45,3 +45,31 @@ def runner(confdir):
             _RUNNERS[key] = FilterRunner(name, options, confdir)
         return _RUNNERS[key]
     return get
+
+
+# -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
+KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
+               "SRC={src} DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
+TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
+         "ICMP": " TYPE=8 CODE=0 ID=1 SEQ=1", "47": ""}
+
+
+def escalate_jail(params: str, ignoreip: str = "127.0.0.1/8 ::1", bantime: int = 600) -> str:
+    """A jail `escalate` reading the server's log with subnet-escalate.py[params]."""
+    return f"""[escalate]
+enabled = true
+filter = netfilter
+logpath = {{log}}
+backend = polling
+maxretry = 1
+findtime = 1h
+bantime = {bantime}
+ignoreip = {ignoreip}
+action = subnet-escalate.py[{params}]
+"""
+
+
+def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
+    import time
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
+    return KERNEL_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])

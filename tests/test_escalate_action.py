@@ -15,7 +15,8 @@ from f2b_ext.escalation import ConfigError
 pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
 
 def server(params: str):
-    from f2b_server import Fail2banServer, escalate_jail
+    from f2b_ext.f2b_server import Fail2banServer
+    from conftest import escalate_jail
     return Fail2banServer(escalate_jail(params))
 
 
@@ -66,7 +67,7 @@ def test_own_addresses_are_read_from_the_interfaces():
 
 
 def test_reload_keeps_the_action_its_bans_and_its_counts():
-    from f2b_server import kernel_line
+    from conftest import kernel_line
     with running('hosts="3", schedule="1h", bogons="none"') as s:
         s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3)], kernel_line("198.51.100.7"))
         s.wait_for(lambda: "203.0.113.0/24" in s.bans("escalate"), what="escalation")
@@ -81,7 +82,7 @@ def test_reload_keeps_the_action_its_bans_and_its_counts():
 
 
 def test_an_admins_subnet_ban_is_respected_and_not_doubled():
-    from f2b_server import kernel_line
+    from conftest import kernel_line
     with running('hosts="3", schedule="1h", bogons="none"') as s:
         s.client("set", "escalate", "banip", "203.0.113.0/24")
         s.append(*[kernel_line(f"203.0.113.{i}") for i in (1, 2, 3, 4)])
@@ -92,7 +93,7 @@ def test_an_admins_subnet_ban_is_respected_and_not_doubled():
 
 
 def test_what_fail2ban_client_shows():
-    from f2b_server import kernel_line
+    from conftest import kernel_line
     with running('hosts="3", schedule="1h 6h", bogons="none"') as s:
         s.append(*[kernel_line(f"2001:db8:5::{i}") for i in (1, 2, 3)])
         s.wait_for(lambda: "2001:db8:5::/64" in s.bans("escalate"), what="escalation")

@@ -84,7 +84,8 @@ class CoreDriver:
 
 class ServerDriver:
     def __init__(self, scenario):
-        from f2b_server import Fail2banServer, escalate_jail
+        from f2b_ext.f2b_server import Fail2banServer
+        from conftest import escalate_jail
         params = ", ".join(f'{k}="{v}"' for k, v in action_params(scenario).items())
         ignore = " ".join(["127.0.0.1/8", "::1"] + scenario.get("ignoreip", []))
         self.server = Fail2banServer(escalate_jail(params, ignore, HOST_BANTIME))
@@ -92,7 +93,7 @@ class ServerDriver:
         self.seen = 0
 
     def attack(self, hosts, proto):
-        from f2b_server import kernel_line
+        from conftest import kernel_line
         self.server.append(*[kernel_line(h, proto) for h in hosts])
         self.seen += len(hosts)
         self.server.wait_for(lambda: self.server.client("status", "escalate").stdout.count("Total failed:\t%d" % self.seen),

@@ -79,7 +79,7 @@ def test_hosts_and_subnets_coexist_and_time_out(lab_nft):
     lab, in_netns = lab_nft
     from f2b_ext.f2b_nftset import NftSetAction
     with in_netns(lab.server):
-        act = NftSetAction(FakeJail("lab-jail"), "nftset", batch="0")
+        act = NftSetAction(FakeJail("lab-jail"), "nftset", batch="0", checkinterval="0")
         act.start()
         act.start()                                             # idempotent
         for ip in ("203.0.113.7", "203.0.113.8", "203.0.113.0/24", "203.0.0.0/16", "2001:db8::7", "2001:db8::/64"):
@@ -111,13 +111,67 @@ def test_rebuilt_after_a_ruleset_flush(lab_nft):
     t = BanTicket("198.51.100.5", MyTime.time()); t.setBanTime(600)
     jail.actions.banManager.addBanTicket(t)
     with in_netns(lab.server):
-        act = NftSetAction(jail, "nftset", batch="0")
+        act = NftSetAction(jail, "nftset", batch="0", checkinterval="0")
         act.start()
         act.ban(info("198.51.100.5"))
         lab.server_sh("nft", "flush", "ruleset")
         act.ban(info("198.51.100.6"))                           # finds the table gone
-    listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
-    assert "198.51.100.5 timeout" in listing and "198.51.100.6 timeout" in listing
+        listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+        assert "198.51.100.5 timeout" in listing and "198.51.100.6 timeout" in listing
+        lab.server_sh("nft", "flush", "chain", "inet", "f2b_ext", "j_input")
+        assert act.consistencyCheck() and "@j_h4" in lab.server_sh("nft", "list", "chain", "inet", "f2b_ext", "j_input")
+        act.stop()
+
+
+@kernel
+@pytest.mark.kernel
+def test_the_watchdog_repairs_without_a_ban(lab_nft):
+    """`systemctl restart nftables` flushes the ruleset and no ban follows: the
+    watchdog notices within checkinterval and refills from the ban list."""
+    lab, in_netns = lab_nft
+    from fail2ban.server.mytime import MyTime
+    from fail2ban.server.ticket import BanTicket
+    from f2b_ext.f2b_nftset import NftSetAction
+    jail = FakeJail("w")
+    t = BanTicket("198.51.100.9", MyTime.time()); t.setBanTime(600)
+    jail.actions.banManager.addBanTicket(t)
+    with in_netns(lab.server):
+        act = NftSetAction(jail, "nftset", batch="0", checkinterval="0.2")
+        act.start()
+    try:
+        lab.server_sh("nft", "flush", "ruleset")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "198.51.100.9" not in lab.server_sh("nft", "list", "ruleset"):
+            time.sleep(0.1)
+        assert "198.51.100.9 timeout" in lab.server_sh("nft", "list", "set", "inet", "f2b_ext", "w_h4")
+    finally:
+        with in_netns(lab.server):
+            act.stop()
+
+
+@kernel
+@pytest.mark.kernel
+def test_flush_empties_every_set_at_once(lab_nft):
+    """fail2ban's unban-all calls flush(); True means no per-ban unban follows."""
+    lab, in_netns = lab_nft
+    from f2b_ext.f2b_nftset import NftSetAction
+    with in_netns(lab.server):
+        act = NftSetAction(FakeJail("f"), "nftset", batch="0", checkinterval="0")
+        act.start()
+        for ip in ("203.0.113.1", "203.0.113.0/24", "2001:db8::1"):
+            act.ban(info(ip))
+        assert act.flush() is True
+        listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+        assert "203.0.113" not in listing and "2001:db8::1" not in listing and "f_n4_24" in listing
+        act.stop()
+
+
+def test_bad_parameters_name_themselves():
+    from f2b_ext.f2b_nftset import NftSetAction
+    for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(checkinterval="-1"), "checkinterval: '-1'"),
+                         (dict(direction="up"), "direction: 'up'")):
+        with pytest.raises(ValueError, match=text):
+            NftSetAction(FakeJail("b"), "nftset", **kwargs)
 
 
 @kernel
@@ -132,7 +186,7 @@ def test_a_banned_host_gets_no_answer(lab_nft):
     lab.send(IP(src="198.51.100.20", dst="192.0.2.1", id=3001) / TCP(sport=40000, dport=23, flags="S"))
     assert any("DST=198.51.100.20 " in r.message for r in log.read(settle=0.3))
     with in_netns(lab.server):
-        act = NftSetAction(FakeJail("j"), "nftset", batch="0")
+        act = NftSetAction(FakeJail("j"), "nftset", batch="0", checkinterval="0")
         act.start()
         act.ban(info("198.51.100.0/24"))
     lab.send(IP(src="198.51.100.21", dst="192.0.2.1", id=3002) / TCP(sport=40000, dport=23, flags="S"))

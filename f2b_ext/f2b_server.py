@@ -1,6 +1,16 @@
-"""A real fail2ban-server for tests: own config dir, socket, pid file and database in a
-temp dir, started as `nobody` (`fail2ban-server -f -x -c DIR`), fed by appending kernel
-lines to a log file it watches, read through `fail2ban-client`."""
+"""Adapter: a private, real fail2ban-server (Debian's package) for tests, benchmarks and
+the live demo.
+
+How it works: the stock /etc/fail2ban is copied into a temp dir (its jail.d emptied:
+Debian enables sshd there), the suite's filter.d/action.d are added, and a
+fail2ban.local points socket, pid file, database and log into that dir, so nothing of the
+machine's own fail2ban is read or touched. The jails come as jail.local text whose
+`{log}` names a log file in the dir. The server runs in the foreground
+(`fail2ban-server -f -x -c DIR`) as `nobody`, or as root inside a network namespace
+when its actions must change that namespace's firewall; `PYTHONPATH` points at this
+project so action.d/*.py can import f2b_ext. `start()` returns once fail2ban says the
+jail started, not merely once it answers ping.
+"""
 from __future__ import annotations
 
 import os
@@ -12,55 +22,37 @@ import tempfile
 import time
 from pathlib import Path
 
-from f2b_ext.f2b_filter import PROJECT_DIR, config_dir
-
-NOBODY = pwd.getpwnam("nobody")
-SYN_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
-            "SRC={src} DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
-TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
-         "ICMP": " TYPE=8 CODE=0 ID=1 SEQ=1", "47": ""}
+from .f2b_filter import PROJECT_DIR, config_dir
 
 
-def escalate_jail(params: str, ignoreip: str = "127.0.0.1/8 ::1", bantime: int = 600) -> str:
-    """A jail `escalate` reading the server's log with subnet-escalate.py[params]."""
-    return f"""[escalate]
-enabled = true
-filter = netfilter
-logpath = {{log}}
-backend = polling
-maxretry = 1
-findtime = 1h
-bantime = {bantime}
-ignoreip = {ignoreip}
-action = subnet-escalate.py[{params}]
-"""
-
-
-def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
-    return SYN_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])
+class ServerError(RuntimeError):
+    pass
 
 
 class Fail2banServer:
-    def __init__(self, jail_conf: str, as_nobody: bool = True, workdir: Path | None = None):
+    def __init__(self, jail_conf: str, as_nobody: bool = True, netns: str | None = None,
+                 workdir: Path | None = None, loglevel: str = "INFO", dbfile: str | None = None):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="f2bx-server-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "conf"
         shutil.copytree("/etc/fail2ban", self.conf, dirs_exist_ok=True)
         for stock in (self.conf / "jail.d").glob("*"):
-            stock.unlink()                    # Debian enables sshd there
+            stock.unlink()
         config_dir(self.conf)
         self.log = self.dir / "kern.log"
         self.log.touch()
-        self.sock, self.pid, self.db = self.dir / "f2b.sock", self.dir / "f2b.pid", self.dir / "f2b.sqlite3"
+        self.sock, self.pid = self.dir / "f2b.sock", self.dir / "f2b.pid"
+        self.db = dbfile or str(self.dir / "f2b.sqlite3")
         (self.conf / "fail2ban.local").write_text(
-            f"[Definition]\nloglevel = INFO\nlogtarget = {self.dir}/fail2ban.log\nsocket = {self.sock}\n"
+            f"[Definition]\nloglevel = {loglevel}\nlogtarget = {self.dir}/fail2ban.log\nsocket = {self.sock}\n"
             f"pidfile = {self.pid}\ndbfile = {self.db}\ndbpurgeage = 30d\n")
         (self.conf / "jail.local").write_text(jail_conf.format(log=self.log))
-        self.as_nobody = as_nobody
-        if as_nobody:
+        self.as_nobody, self.netns = as_nobody and netns is None, netns
+        if self.as_nobody:
+            nobody = pwd.getpwnam("nobody")
             os.chmod(self.dir, 0o755)
             for path in [self.dir, *self.dir.rglob("*")]:
-                os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
         self.proc = None
 
     def start(self, timeout: float = 30, jail: str = "escalate"):
@@ -71,19 +63,23 @@ class Fail2banServer:
         env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
         cmd = ["fail2ban-server", "-f", "-x", "-c", str(self.conf)]
         if self.as_nobody:
-            cmd = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", *cmd]
+            nobody = pwd.getpwnam("nobody")
+            cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *cmd]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"fail2ban-server exited {self.proc.returncode}: {self.proc.stdout.read()[-3000:]}"
-                                   f"\n{self.server_log()[-3000:]}")
+                raise ServerError(f"fail2ban-server exited {self.proc.returncode}: {self.proc.stdout.read()[-3000:]}"
+                                  f"\n{self.server_log()[-3000:]}")
             if self.server_log().count(started) > before and self.client("ping", check=False).returncode == 0:
                 return self
-            time.sleep(0.2)
-        raise RuntimeError("fail2ban-server did not answer: " + self.server_log()[-3000:])
+            time.sleep(0.1)
+        raise ServerError("fail2ban-server did not start its jail: " + self.server_log()[-3000:])
 
     def stop(self, kill: bool = False):
+        """`fail2ban-client stop`, or with `kill` a SIGKILL (nothing cleaned up)."""
         if not self.proc:
             return
         if kill:
@@ -95,6 +91,9 @@ class Fail2banServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if kill:
+            for leftover in (self.sock, self.pid):
+                leftover.unlink(missing_ok=True)
         self.proc = None
 
     def close(self):
@@ -102,9 +101,10 @@ class Fail2banServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def client(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(["fail2ban-client", "-c", str(self.conf), "-s", str(self.sock), *args], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(["fail2ban-client", "-c", str(self.conf), "-s", str(self.sock), *args],
+                           capture_output=True, text=True, timeout=60)
         if check and r.returncode != 0:
-            raise RuntimeError(f"fail2ban-client {' '.join(args)}: {r.stdout}{r.stderr}")
+            raise ServerError(f"fail2ban-client {' '.join(args)}: {r.stdout}{r.stderr}")
         return r
 
     def append(self, *lines: str):
@@ -121,13 +121,13 @@ class Fail2banServer:
                 result[parts[0]] = int(parts[4])
         return result
 
-    def wait_for(self, predicate, timeout: float = 15, what: str = "condition"):
+    def wait_for(self, predicate, timeout: float = 15, what: str = "condition", every: float = 0.2):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             value = predicate()
             if value:
                 return value
-            time.sleep(0.2)
+            time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}; server log:\n{self.server_log()[-4000:]}")
 
     def server_log(self) -> str:

@@ -1,0 +1,275 @@
+"""Adapter: the live lab: the seeds' firewall on the real kernel, a real rsyslog and a
+real fail2ban-server, wired the way an admin would wire them.
+
+How it works: a `Lab` (server and remote namespaces) gets the seeds' firewall in the
+server namespace, as iptables-nft rules or as a pure nftables ruleset (FIREWALLS):
+`FINAL_REJECT: ` LOG then REJECT on input, `UNKNOWN_OUTGOING: ` LOG on output. A
+private rsyslog reads the kernel's ring buffer with imklog and writes this lab's lines
+to `kern.log` (Debian's stock rule) and, through the shipped rsyslog.d rule, to
+`netfilter.log`. A private fail2ban-server runs as root inside the server namespace
+(its actions change that namespace's firewall) with two jails on `netfilter.log`:
+`netfilter-in` (nftset + subnet-escalate) and `netfilter-out` (nftset on egress).
+Attacks are scapy packets sent from the remote side; what happened is read where it
+matters: on the wire (`Lab.probe`: does the server still answer?) and from
+fail2ban-client. Used by tests/test_live.py and `f2b-ext demo`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .f2b_filter import PROJECT_DIR
+from .f2b_server import Fail2banServer
+from .lab import SERVER_V4, SERVER_V6, Lab, LabError
+
+# The seeds' rules (001: LOG then REJECT with tcp-reset; output logged, policy accept;
+# 000: ICMP accepted), with firewalld's FINAL_REJECT prefix on input. Port 443 out is
+# the server's one allowed egress, so a blocked egress is visible.
+IPTABLES_RULES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p {icmp} -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -j LOG --log-prefix "FINAL_REJECT: "
+-A INPUT -p tcp -j REJECT --reject-with tcp-reset
+-A INPUT -j REJECT
+-A OUTPUT -o lo -j ACCEPT
+-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A OUTPUT -p {icmp} -j ACCEPT
+-A OUTPUT -p udp -m udp --dport 53 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 25 -j ACCEPT
+-A OUTPUT -p tcp -m tcp --dport 443 -j ACCEPT
+-A OUTPUT -j LOG --log-prefix "UNKNOWN_OUTGOING: " --log-level 5
+COMMIT
+"""
+
+NFT_RULES = """table inet seed_firewall {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iif "lo" accept
+        ct state established,related accept
+        meta l4proto { icmp, ipv6-icmp } accept
+        tcp dport 22 accept
+        log prefix "FINAL_REJECT: "
+        meta l4proto tcp reject with tcp reset
+        reject
+    }
+    chain output {
+        type filter hook output priority filter; policy accept;
+        oif "lo" accept
+        ct state established,related accept
+        meta l4proto { icmp, ipv6-icmp } accept
+        udp dport 53 accept
+        tcp dport { 25, 443 } accept
+        log prefix "UNKNOWN_OUTGOING: " level notice
+    }
+}
+"""
+
+FIREWALLS = ("nft", "iptables-nft")
+# Probes knock on 22, which the seeds' firewall accepts (no LOG line: a probe must not
+# be an attack itself); nothing listens, so an unbanned host gets a RST.
+PROBE_PORT = 22
+
+# Schedules short enough to watch: host bans last `bantime`; an escalated /24 (six
+# hosts) lasts the first step of `schedule`.
+# ignoreself/usedns off: the server namespace has no resolver, and fail2ban would stall
+# on looking up its own names; its addresses are in ignoreip instead. bogons=none: the
+# lab may only use documentation ranges, which the default bogon list never escalates.
+JAILS = """[DEFAULT]
+backend = pyinotify
+ignoreself = false
+usedns = no
+maxretry = 1
+findtime = 10m
+bantime = {bantime}
+ignoreip = 127.0.0.1/8 ::1 {server_v4} {server_v6} {ignoreip}
+
+[netfilter-in]
+enabled = true
+filter = netfilter[logprefix=FINAL_REJECT]
+logpath = {netfilter_log}
+action = nftset.py[direction=in, checkinterval={checkinterval}]
+         subnet-escalate.py[ladder4="24:{hosts}", ladder6="64:{hosts}", schedule="{schedule}", bogons=none]
+
+[netfilter-out]
+enabled = true
+filter = netfilter[direction=out, logprefix=UNKNOWN_OUTGOING]
+logpath = {netfilter_log}
+action = nftset.py[direction=out, checkinterval={checkinterval}]
+"""
+
+
+@dataclass
+class LiveSettings:
+    firewall: str = "nft"
+    bantime: int = 600
+    schedule: str = "15s 1m"
+    hosts: int = 6                  # hosts of one /24 (or /64) that escalate it
+    ignoreip: str = ""              # extra addresses never banned nor covered
+    checkinterval: float = 1.0
+
+
+def apply_firewall(lab: Lab, firewall: str):
+    """Load the seeds' rules into the server namespace (again: an admin's firewall
+    service does exactly this after `nft flush ruleset`)."""
+    if firewall == "nft":
+        lab.server_sh("nft", "-f", "-", input=NFT_RULES)
+    elif firewall == "iptables-nft":
+        lab.server_sh("iptables-nft-restore", input=IPTABLES_RULES.format(icmp="icmp"))
+        lab.server_sh("ip6tables-nft-restore", input=IPTABLES_RULES.format(icmp="ipv6-icmp"))
+    else:
+        raise LabError(f"firewall: {firewall!r} is not one of {', '.join(FIREWALLS)}")
+
+
+class Rsyslog:
+    """rsyslogd with imklog, keeping this lab's lines only (imklog replays the
+    kernel's buffer, which holds other labs' lines too)."""
+
+    def __init__(self, work: Path, ifaces: tuple[str, ...]):
+        self.kern_log, self.netfilter_log = work / "kern.log", work / "netfilter.log"
+        for path in (self.kern_log, self.netfilter_log):
+            path.touch()
+        shipped = (PROJECT_DIR / "rsyslog.d" / "f2b-ext-netfilter.conf").read_text()
+        mine = " or ".join(f'$msg contains "={i} "' for i in ifaces)
+        (work / "rsyslog.conf").write_text(f"""global(workDirectory="{work}")
+module(load="imklog")
+if not ({mine}) then {{
+    stop
+}}
+{shipped.replace("/var/log/netfilter.log", str(self.netfilter_log))}
+kern.*  {self.kern_log}
+""")
+        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "rsyslog.pid")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.2)
+        if self.proc.poll() is not None:
+            raise LabError(f"rsyslogd exited: {self.proc.stdout.read()[-2000:]}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class LiveLab:
+    """The whole lab; use as a context manager. Everything it made goes on close."""
+    settings: LiveSettings = field(default_factory=LiveSettings)
+
+    def __post_init__(self):
+        self.lab = None
+        self.rsyslog = None
+        self.f2b = None
+        self.work = None
+
+    def __enter__(self) -> "LiveLab":
+        if not shutil.which("rsyslogd"):
+            raise LabError("rsyslogd is not installed (apt-get install rsyslog)")
+        self.work = Path(tempfile.mkdtemp(prefix="f2bx-live-"))
+        try:
+            self.lab = Lab().__enter__()
+            apply_firewall(self.lab, self.settings.firewall)
+            self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
+            self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
+            self.f2b.start(jail="netfilter-out")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def jails(self) -> str:
+        s = self.settings
+        return JAILS.format(bantime=s.bantime, schedule=s.schedule, hosts=s.hosts, ignoreip=s.ignoreip,
+                            checkinterval=s.checkinterval, server_v4=SERVER_V4, server_v6=SERVER_V6,
+                            netfilter_log=self.rsyslog.netfilter_log)
+
+    def close(self):
+        for part in (self.f2b, self.rsyslog, self.lab):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:         # keep cleaning up the rest
+                    pass
+        self.f2b = self.rsyslog = self.lab = None
+        if self.work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- attacks, as the seeds describe them --
+    def syn_scan(self, src: str, ports=(23, 25, 80, 3389)):
+        from scapy.layers.inet import IP, TCP
+        from scapy.layers.inet6 import IPv6
+        ip = IPv6(src=src, dst=SERVER_V6) if ":" in src else IP(src=src, dst=SERVER_V4)
+        self.lab.send(*[ip / TCP(sport=40000 + p, dport=p, flags="S") for p in ports])
+
+    def gre(self, src: str, count: int = 3):
+        from scapy.layers.inet import IP
+        from scapy.layers.l2 import GRE
+        self.lab.send(*[IP(src=src, dst=SERVER_V4, id=i + 1) / GRE() / (b"\0" * 20) for i in range(count)])
+
+    def backscatter(self, src: str, sport: int = 80):
+        """A SYN-ACK answering a SYN someone else sent with this server's address."""
+        from scapy.layers.inet import IP, TCP
+        self.lab.send(IP(src=src, dst=SERVER_V4) / TCP(sport=sport, dport=3594, flags="SA", seq=79911989, ack=235561828))
+
+    def call_home(self, dst: str, port: int) -> bool:
+        return self.lab.connect_from_server(dst, port)
+
+    # -- what happened --
+    def answered(self, src: str, dport: int = PROBE_PORT) -> bool:
+        return self.lab.probe(src, dport)
+
+    def bans(self, jail: str = "netfilter-in") -> dict[str, int]:
+        return self.f2b.bans(jail)
+
+    def action_property(self, jail: str, action: str, prop: str) -> str:
+        return self.f2b.client("get", jail, "action", action, prop).stdout
+
+    def log_lines(self, needle: str) -> list[str]:
+        return [line for line in self.rsyslog.netfilter_log.read_text(errors="replace").splitlines() if needle in line]
+
+    def nft_set(self, name: str) -> str:
+        return self.lab.server_sh("nft", "list", "set", "inet", "f2b_ext", name, check=False)
+
+    def until(self, predicate, timeout: float, every: float = 0.05):
+        """The first truthy predicate() within `timeout` seconds, else None."""
+        end = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value or time.monotonic() > end:
+                return value or None
+            time.sleep(every)
+
+    def kill_fail2ban(self):
+        self.f2b.stop(kill=True)
+
+    def start_fail2ban(self):
+        self.f2b.start(jail="netfilter-out")
+
+    def flush_ruleset(self):
+        self.lab.server_sh("nft", "flush", "ruleset")
+
+
+def environment_problems() -> list[str]:
+    """What keeps the live lab from running here, one line each."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("needs root (network namespaces, netfilter)")
+    for tool in ("rsyslogd", "fail2ban-server", "nft", "iptables-nft-restore", "ip"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} is not installed")
+    return problems
