@@ -8,7 +8,7 @@ PYTHON_SYS := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
-              python3-scapy python3-systemd python3-venv procps util-linux systemd
+              python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd
 STAMP      := $(VENV)/.installed
 
 .PHONY: deps venv test test-fast demo bench samples clean

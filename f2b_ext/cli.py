@@ -148,32 +148,19 @@ def cmd_test(args) -> int:
 # --- demo -----------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
-    """What the suite would ban in the shipped sample logs (seeds and captured lines),
-    and why everything else is left alone."""
-    out = Style(sys.stdout, args.color)
-    ensure_utc()
-    bans: dict[str, Counter] = {}
-    ignored = Counter()
-    with tempfile.TemporaryDirectory(prefix="f2b-ext-") as tmp:
-        for direction in ("in", "out"):
-            runner, policy = _runner(f"netfilter[direction={direction}]", Path(tmp) / direction)
-            for path in sorted(SAMPLES_DIR.glob("netfilter*")):
-                for case in read_cases(path):
-                    if case.options:
-                        continue           # the plain default sections only
-                    j = judge(runner, policy, case.line)
-                    if j.banned:
-                        bans.setdefault(f"{direction:>3}  {j.banned}", Counter())[j.reason] += 1
-                    elif not j.reason.startswith("direction"):
-                        ignored[j.reason.split(":")[0]] += 1
-    print(out.bold("Would ban (direction, address: why)"))
-    for key in sorted(bans):
-        reasons = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in bans[key].most_common())
-        print(f"  {key:<32} {reasons}")
-    print(out.bold("\nLeft alone (why: lines)"))
-    for reason, n in ignored.most_common():
-        print(f"  {reason:<60} {n}")
-    return 0
+    """The live demonstration (f2b_ext.demo)."""
+    from .live import environment_problems
+    problems = environment_problems()
+    if problems:
+        raise CliError(f"the live demo {problems[0]} (`make demo` installs everything; "
+                       "`f2b-ext test` shows verdicts on the sample logs without root)")
+    from .demo import run
+    from .lab import LabError
+    from .f2b_server import ServerError
+    try:
+        return run(Style(sys.stdout, args.color), firewall=args.firewall)
+    except (LabError, ServerError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
 
 
 # --- main -----------------------------------------------------------------------------
@@ -195,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="print only failures and totals")
     t.set_defaults(func=cmd_test)
 
-    d = sub.add_parser("demo", help="show what the suite bans in the shipped sample logs, and why")
+    d = sub.add_parser("demo", help="the live demonstration on this kernel (root): attacks, bans, escalation",
+                       description="Builds two network namespaces on this kernel with the seeds' firewall, "
+                                   "rsyslog and a private fail2ban-server, plays the seeds' attacks and shows "
+                                   "what happened. Touches nothing outside the namespaces it makes; "
+                                   "cleans up when done or interrupted.")
+    d.add_argument("--firewall", choices=("nft", "iptables-nft"), default="nft",
+                   help="the server's firewall as a pure nftables ruleset or as iptables-nft rules")
     d.set_defaults(func=cmd_demo)
     return p
 

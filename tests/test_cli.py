@@ -65,11 +65,3 @@ def test_bad_json_in_a_sample_is_one_line(tmp_path):
     bad.write_text("# failJSON: {not json}\nNov 21 08:08:21 host kernel: x\n")
     r = f2b_ext("test", str(bad))
     assert r.returncode == 2 and "bad JSON" in r.stderr and r.stderr.count("\n") == 1
-
-
-def test_demo_explains_bans_and_ignores():
-    r = f2b_ext("demo")
-    assert r.returncode == 0, r.stderr
-    assert "198.18.47.47" in r.stdout and "protocol 47" in r.stdout        # GRE (seed 000)
-    assert "backscatter" in r.stdout and "reply port" in r.stdout
-    assert "89.238.65.123" not in r.stdout.split("Left alone")[0]          # seed 001's server
