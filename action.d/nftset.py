@@ -9,10 +9,15 @@
 # and forward (direction=in, match the source) or on output and forward (direction=out,
 # match the destination: blocks egress to the remote). Uses Debian's python3-nftables
 # (libnftables) inside fail2ban-server: no process per ban; bans arriving within `batch`
-# seconds (default 0.02) are written together. Rebuilds and refills the table if it
-# disappears (nft flush ruleset).
+# seconds are written together. If the table disappears (`nft flush ruleset`,
+# `systemctl restart nftables`) it is rebuilt and refilled from the jail's ban list on
+# the next ban, or by the check that runs every `checkinterval` seconds.
 #
-# Parameters: direction=in|out, blocktype=drop|reject, batch=0.02
+# Parameters:
+#   direction      in (block the source) | out (block egress to the destination); default in
+#   blocktype      drop | reject; default drop
+#   batch          seconds to gather bans into one update (0..5); default 0.02
+#   checkinterval  seconds between checks that the table is intact (0: off); default 10
 # The logic lives in the f2b_ext package.
 
 from f2b_ext.f2b_nftset import NftSetAction as Action  # noqa: F401

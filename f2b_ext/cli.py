@@ -158,7 +158,7 @@ def cmd_demo(args) -> int:
     from .lab import LabError
     from .f2b_server import ServerError
     try:
-        return run(Style(sys.stdout, args.color), firewall=args.firewall)
+        return run(Style(sys.stdout, args.color), firewall=args.firewall, banaction=args.banaction)
     except (LabError, ServerError) as exc:
         raise CliError(str(exc).splitlines()[0]) from None
 
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cleans up when done or interrupted.")
     d.add_argument("--firewall", choices=("nft", "iptables-nft"), default="nft",
                    help="the server's firewall as a pure nftables ruleset or as iptables-nft rules")
+    d.add_argument("--banaction", choices=("nftset", "ipset-net"), default="nftset",
+                   help="the set action that blocks (ipset-net: for iptables firewalls)")
     d.set_defaults(func=cmd_demo)
     return p
 

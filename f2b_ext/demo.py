@@ -184,13 +184,13 @@ ACTS = (
 )
 
 
-def run(out, firewall: str = "nft") -> int:
+def run(out, firewall: str = "nft", banaction: str = "nftset") -> int:
     """Play the demo; 0 if every outcome was as expected."""
     signal.signal(signal.SIGTERM, _interrupt)
-    settings = LiveSettings(firewall=firewall, bantime=600, schedule=f"{SCHEDULE_FIRST}s 1h 1d", hosts=6)
+    settings = LiveSettings(firewall=firewall, banaction=banaction, bantime=600, schedule=f"{SCHEDULE_FIRST}s 1h 1d", hosts=6)
     print(out.bold("f2b-ext live demo") + f": a server ({SERVER_V4}) and 'the Internet' in two network namespaces "
           "on this kernel;\n  firewall: the seeds' rules (" + firewall + "), log: rsyslog imklog -> netfilter.log, "
-          "fail2ban-server with jails netfilter-in and netfilter-out.", flush=True)
+          f"fail2ban-server with jails netfilter-in and netfilter-out ({banaction}).", flush=True)
     with LiveLab(settings) as live:
         demo = Demo(live, out)
         for n, act in enumerate(ACTS, 1):

@@ -8,14 +8,17 @@ private rsyslog reads the kernel's ring buffer with imklog and writes this lab's
 to `kern.log` (Debian's stock rule) and, through the shipped rsyslog.d rule, to
 `netfilter.log`. A private fail2ban-server runs as root inside the server namespace
 (its actions change that namespace's firewall) with two jails on `netfilter.log`:
-`netfilter-in` (nftset + subnet-escalate) and `netfilter-out` (nftset on egress).
+`netfilter-in` (a set action + subnet-escalate) and `netfilter-out` (the set action on
+egress); the set action is `nftset`, or `ipset-net` for an iptables firewall (SETUPS).
 Attacks are scapy packets sent from the remote side; what happened is read where it
 matters: on the wire (`Lab.probe`: does the server still answer?) and from
 fail2ban-client. Used by tests/test_live.py and `f2b-ext demo`.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ipset, nftset
 from .f2b_filter import PROJECT_DIR
 from .f2b_server import Fail2banServer
 from .lab import SERVER_V4, SERVER_V6, Lab, LabError
@@ -75,6 +79,8 @@ NFT_RULES = """table inet seed_firewall {
 """
 
 FIREWALLS = ("nft", "iptables-nft")
+# (firewall, set action): nftset under both firewalls; ipset-net is for iptables users
+SETUPS = (("nft", "nftset"), ("iptables-nft", "nftset"), ("iptables-nft", "ipset-net"))
 # Probes knock on 22, which the seeds' firewall accepts (no LOG line: a probe must not
 # be an attack itself); nothing listens, so an unbanned host gets a RST.
 PROBE_PORT = 22
@@ -97,20 +103,21 @@ ignoreip = 127.0.0.1/8 ::1 {server_v4} {server_v6} {ignoreip}
 enabled = true
 filter = netfilter[logprefix=FINAL_REJECT]
 logpath = {netfilter_log}
-action = nftset.py[direction=in, checkinterval={checkinterval}]
+action = {banaction}.py[direction=in, checkinterval={checkinterval}]
          subnet-escalate.py[ladder4="24:{hosts}", ladder6="64:{hosts}", schedule="{schedule}", bogons=none]
 
 [netfilter-out]
 enabled = true
 filter = netfilter[direction=out, logprefix=UNKNOWN_OUTGOING]
 logpath = {netfilter_log}
-action = nftset.py[direction=out, checkinterval={checkinterval}]
+action = {banaction}.py[direction=out, checkinterval={checkinterval}]
 """
 
 
 @dataclass
 class LiveSettings:
     firewall: str = "nft"
+    banaction: str = "nftset"       # or ipset-net
     bantime: int = 600
     schedule: str = "15s 1m"
     hosts: int = 6                  # hosts of one /24 (or /64) that escalate it
@@ -194,7 +201,7 @@ class LiveLab:
 
     def jails(self) -> str:
         s = self.settings
-        return JAILS.format(bantime=s.bantime, schedule=s.schedule, hosts=s.hosts, ignoreip=s.ignoreip,
+        return JAILS.format(banaction=s.banaction, bantime=s.bantime, schedule=s.schedule, hosts=s.hosts, ignoreip=s.ignoreip,
                             checkinterval=s.checkinterval, server_v4=SERVER_V4, server_v6=SERVER_V6,
                             netfilter_log=self.rsyslog.netfilter_log)
 
@@ -242,8 +249,15 @@ class LiveLab:
     def log_lines(self, needle: str) -> list[str]:
         return [line for line in self.rsyslog.netfilter_log.read_text(errors="replace").splitlines() if needle in line]
 
-    def nft_set(self, name: str) -> str:
-        return self.lab.server_sh("nft", "list", "set", "inet", "f2b_ext", name, check=False)
+    def kernel_holds(self, jail: str, net: str) -> int:
+        """How many times the jail's kernel set lists `net` (with its timeout)."""
+        net = ipaddress.ip_network(net, strict=False)
+        if self.settings.banaction == "ipset-net":
+            listing = self.lab.server_sh("ipset", "list", ipset.set_name(jail, net.version), check=False)
+        else:
+            listing = self.lab.server_sh("nft", "list", "set", "inet", "f2b_ext", nftset.set_name(jail, net), check=False)
+        element = nftset.element(net, None)
+        return sum(1 for word in re.finditer(rf"(?<![\w.:]){re.escape(element)} timeout", listing))
 
     def until(self, predicate, timeout: float, every: float = 0.05):
         """The first truthy predicate() within `timeout` seconds, else None."""

@@ -73,3 +73,35 @@ def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
     import time
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
     return KERNEL_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])
+
+
+# -- what a set action (nftset, ipset-net) is handed by fail2ban --
+class FakeJail:
+    """Only what a set action reads: the jail's name and its ban list (a real
+    BanManager, for repair)."""
+    def __init__(self, name):
+        from fail2ban.server.banmanager import BanManager
+        self.name = name
+        self.actions = type("Actions", (), {"banManager": BanManager()})()
+
+    def add_ban(self, ip: str, bantime: int = 600):
+        from fail2ban.server.mytime import MyTime
+        from fail2ban.server.ticket import BanTicket
+        ticket = BanTicket(ip, MyTime.time())
+        ticket.setBanTime(bantime)
+        self.actions.banManager.addBanTicket(ticket)
+
+
+def info(ip, bantime=600, when=None):
+    """What fail2ban hands an action; times on fail2ban's clock (pinned in the tests)."""
+    from fail2ban.server.ipdns import IPAddr
+    from fail2ban.server.mytime import MyTime
+    return {"ip": IPAddr(ip), "bantime": bantime, "time": when or MyTime.time()}
+
+
+@pytest.fixture
+def lab_nft():
+    """(Lab, in_netns): a fresh pair of namespaces."""
+    from f2b_ext.lab import Lab, in_netns
+    with Lab() as lab:
+        yield lab, in_netns

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import is_root
+from conftest import FakeJail, info, is_root
 from f2b_ext import nftset
 
 
@@ -44,33 +44,7 @@ def test_elements_are_grouped_per_set_with_timeouts():
     assert "add element inet f2b_ext j_n4_24 { 203.0.113.0/24 timeout 60s }" in script
 
 
-class FakeTicketInfo(dict):
-    pass
-
-
-class FakeJail:
-    """Only what the action reads: its name and the ban list (for repair)."""
-    def __init__(self, name):
-        self.name = name
-        from fail2ban.server.banmanager import BanManager
-        self.actions = type("A", (), {"banManager": BanManager()})()
-
-
-def info(ip, bantime=600, when=None):
-    """What fail2ban hands an action; times on fail2ban's clock (pinned in the tests)."""
-    from fail2ban.server.ipdns import IPAddr
-    from fail2ban.server.mytime import MyTime
-    return {"ip": IPAddr(ip), "bantime": bantime, "time": when or MyTime.time()}
-
-
 kernel = pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
-
-
-@pytest.fixture
-def lab_nft():
-    from f2b_ext.lab import Lab, in_netns
-    with Lab() as lab:
-        yield lab, in_netns
 
 
 @kernel
@@ -104,12 +78,9 @@ def test_hosts_and_subnets_coexist_and_time_out(lab_nft):
 @pytest.mark.kernel
 def test_rebuilt_after_a_ruleset_flush(lab_nft):
     lab, in_netns = lab_nft
-    from fail2ban.server.ticket import BanTicket
     from f2b_ext.f2b_nftset import NftSetAction
     jail = FakeJail("j")
-    from fail2ban.server.mytime import MyTime
-    t = BanTicket("198.51.100.5", MyTime.time()); t.setBanTime(600)
-    jail.actions.banManager.addBanTicket(t)
+    jail.add_ban("198.51.100.5")
     with in_netns(lab.server):
         act = NftSetAction(jail, "nftset", batch="0", checkinterval="0")
         act.start()
@@ -129,12 +100,9 @@ def test_the_watchdog_repairs_without_a_ban(lab_nft):
     """`systemctl restart nftables` flushes the ruleset and no ban follows: the
     watchdog notices within checkinterval and refills from the ban list."""
     lab, in_netns = lab_nft
-    from fail2ban.server.mytime import MyTime
-    from fail2ban.server.ticket import BanTicket
     from f2b_ext.f2b_nftset import NftSetAction
     jail = FakeJail("w")
-    t = BanTicket("198.51.100.9", MyTime.time()); t.setBanTime(600)
-    jail.actions.banManager.addBanTicket(t)
+    jail.add_ban("198.51.100.9")
     with in_netns(lab.server):
         act = NftSetAction(jail, "nftset", batch="0", checkinterval="0.2")
         act.start()

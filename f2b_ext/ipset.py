@@ -1,0 +1,87 @@
+"""ipset `hash:net` sets and the iptables rules that match them, for iptables users:
+the text and argument lists, nothing more.
+
+How it works: per jail, one `hash:net` set per family (`f2bx-<jail>-4`, `f2bx-<jail>-6`;
+ipset allows 31 characters, longer jail names are shortened with a hash) created with
+`timeout 0`, so every element carries its own timeout (0 = permanent). A hash:net set
+holds hosts (/32, /128) and prefixes side by side, overlapping ones too, and the
+kernel matches the most specific: a /24 and its member hosts coexist, each with its
+own timeout. One rule per chain (INPUT and FORWARD matching `src`; OUTPUT and FORWARD
+matching `dst` for an outbound jail) goes first in the chain:
+`-m set --match-set f2bx-<jail>-4 src -j DROP`. Functions return `ipset restore`
+text and iptables arguments; the adapter (f2b_ext/f2b_ipset.py) runs them.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from typing import Iterable, Optional
+
+SET_NAME_MAX = 31
+MAX_TIMEOUT = 2147483            # ipset's largest element timeout (seconds)
+MAXELEM = 1 << 20
+FAMILIES = {4: "inet", 6: "inet6"}
+TOOLS = {4: "iptables", 6: "ip6tables"}
+CHAINS = {"in": (("INPUT", "src"), ("FORWARD", "src")),
+          "out": (("OUTPUT", "dst"), ("FORWARD", "dst"))}
+TARGETS = {"drop": ("-j", "DROP"), "reject": ("-j", "REJECT")}
+
+
+def validate(direction: str, blocktype: str):
+    if direction not in CHAINS:
+        raise ValueError(f"direction: {direction!r} must be 'in' or 'out'")
+    if blocktype not in TARGETS:
+        raise ValueError(f"blocktype: {blocktype!r} must be 'drop' or 'reject'")
+
+
+def set_name(jail: str, family: int) -> str:
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", jail)
+    name = f"f2bx-{key}-{family}"
+    if len(name) <= SET_NAME_MAX:
+        return name
+    digest = hashlib.sha1(jail.encode()).hexdigest()[:6]
+    room = SET_NAME_MAX - len(f"f2bx--{family}") - len(digest) - 1
+    return f"f2bx-{key[:room]}_{digest}-{family}"
+
+
+def create_script(jail: str) -> str:
+    """For `ipset -exist restore`: idempotent."""
+    return "".join(f"create {set_name(jail, fam)} hash:net family {FAMILIES[fam]} timeout 0 maxelem {MAXELEM}\n"
+                   for fam in (4, 6))
+
+
+def element(net) -> str:
+    net = ipaddress.ip_network(net, strict=False)
+    host = net.prefixlen == net.max_prefixlen
+    return str(net.network_address) if host else str(net)
+
+
+def timeout(left: Optional[float]) -> int:
+    """ipset's element timeout for a ban with `left` seconds (None: permanent -> 0)."""
+    return 0 if left is None else min(MAX_TIMEOUT, max(1, int(left)))
+
+
+def add_script(jail: str, entries: Iterable[tuple]) -> str:
+    """For `ipset -exist restore` (re-adding updates the timeout)."""
+    lines = []
+    for net, left in entries:
+        net = ipaddress.ip_network(net, strict=False)
+        lines.append(f"add {set_name(jail, net.version)} {element(net)} timeout {timeout(left)}\n")
+    return "".join(lines)
+
+
+def delete_args(jail: str, net) -> list[str]:
+    net = ipaddress.ip_network(net, strict=False)
+    return ["-exist", "del", set_name(jail, net.version), element(net)]
+
+
+def rules(jail: str, direction: str, blocktype: str) -> list[tuple[str, list[str]]]:
+    """(tool, [chain, match..., target...]) for every rule the jail needs; callers add
+    -C/-I/-D."""
+    validate(direction, blocktype)
+    out = []
+    for fam in (4, 6):
+        for chain, end in CHAINS[direction]:
+            out.append((TOOLS[fam], [chain, "-m", "set", "--match-set", set_name(jail, fam), end, *TARGETS[blocktype]]))
+    return out
