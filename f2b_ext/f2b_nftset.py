@@ -25,7 +25,7 @@ class NftSetAction(SetAction):
         self._prefix_sets: set[str] = set()
 
     def reload(self, direction=None, blocktype=None, **params):
-        with self._lock:
+        with self._io:
             self._write_pending()
             self.direction = direction or self.direction
             self.blocktype = blocktype or self.blocktype

@@ -3,7 +3,9 @@ per-element timeouts (nftset, ipset-net). The backends say *how* to write; this 
 *when*.
 
 How it works: `ban()` queues (network, seconds left) and one write runs `batch` seconds
-later (at once with `batch=0`), so a burst of bans costs one kernel update. `unban()`
+later (at once with `batch=0`), so a burst of bans costs one kernel update. `ban()`
+only takes the queue's lock, never the one that orders kernel updates, so fail2ban's
+banning thread never waits for the kernel. `unban()`
 writes what is queued, then deletes; an element already gone is not an error.
 `prolong()` (bantime.increment) replaces the element's timeout. `flush()` is
 fail2ban's unban-all (`unban --all`, jail stop): one flush per set, and True tells
@@ -58,7 +60,8 @@ class SetAction(ActionBase):
         self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
         self._jailname = jail.name
         self._pending: list[tuple] = []
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()     # the queue and its timer; held for microseconds
+        self._io = threading.RLock()      # orders every kernel update; ban() never waits on it
         self._timer = None
         self._watchdog = None
         self.applied = 0            # elements written (fail2ban-client get JAIL action NAME applied)
@@ -73,7 +76,7 @@ class SetAction(ActionBase):
 
     # -- lifecycle --
     def start(self):
-        with self._lock:
+        with self._io:
             self._setup()
         if self._checkinterval and self._watchdog is None:
             self._watchdog = threading.Event()
@@ -91,13 +94,14 @@ class SetAction(ActionBase):
         if self._watchdog is not None:
             self._watchdog.set()
             self._watchdog = None
-        with self._lock:
-            self._cancel_timer()
-            self._pending.clear()
+        with self._io:
+            with self._lock:
+                self._cancel_timer()
+                self._pending.clear()
             self._teardown()
 
     def reload(self, batch=None, checkinterval=None, **_):
-        with self._lock:
+        with self._io:
             self._write_pending()
             if batch is not None:
                 self._batch = seconds("batch", batch, 0, 5)
@@ -116,38 +120,39 @@ class SetAction(ActionBase):
         net = ipaddress.ip_network(str(aInfo["ip"]), strict=False)
         with self._lock:
             self._pending.append((net, left))
-            if self._batch <= 0:
-                self._write_pending()
-            elif self._timer is None:
+            now = self._batch <= 0
+            if not now and self._timer is None:
                 self._timer = threading.Timer(self._batch, self._write_pending)
                 self._timer.daemon = True
                 self._timer.start()
+        if now:
+            self._write_pending()
 
     def prolong(self, aInfo):
         """bantime.increment made the ban longer: replace the element's timeout."""
-        with self._lock:
+        with self._io:
             self._write_pending()
             self._delete(ipaddress.ip_network(str(aInfo["ip"]), strict=False))
-        self.ban(aInfo)
+            self.ban(aInfo)
 
     def unban(self, aInfo):
-        with self._lock:
+        with self._io:
             self._write_pending()
             self._delete(ipaddress.ip_network(str(aInfo["ip"]), strict=False))
 
     def flush(self):
-        with self._lock:
-            self._cancel_timer()
-            self._pending.clear()
+        with self._io:
+            with self._lock:
+                self._cancel_timer()
+                self._pending.clear()
             return self._flush_sets()
 
     def _write_pending(self):
-        with self._lock:
-            self._cancel_timer()
-            if not self._pending:
-                return
-            batch, self._pending = self._pending, []
-            if self._written(batch):
+        with self._io:
+            with self._lock:
+                self._cancel_timer()
+                batch, self._pending = self._pending, []
+            if not batch or self._written(batch):
                 return
             self._repair()
             if not self._written(batch):
@@ -175,7 +180,7 @@ class SetAction(ActionBase):
             self._written(entries)
 
     def consistencyCheck(self, beforeRepair=None):
-        with self._lock:
+        with self._io:
             if not self._intact() and (beforeRepair is None or beforeRepair()):
                 self._repair()
         return True

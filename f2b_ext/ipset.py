@@ -14,9 +14,10 @@ text and iptables arguments; the adapter (f2b_ext/f2b_ipset.py) runs them.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from typing import Iterable, Optional
+
+from .nftset import as_network
 
 SET_NAME_MAX = 31
 MAX_TIMEOUT = 2147483            # ipset's largest element timeout (seconds)
@@ -52,7 +53,7 @@ def create_script(jail: str) -> str:
 
 
 def element(net) -> str:
-    net = ipaddress.ip_network(net, strict=False)
+    net = as_network(net)
     host = net.prefixlen == net.max_prefixlen
     return str(net.network_address) if host else str(net)
 
@@ -66,13 +67,13 @@ def add_script(jail: str, entries: Iterable[tuple]) -> str:
     """For `ipset -exist restore` (re-adding updates the timeout)."""
     lines = []
     for net, left in entries:
-        net = ipaddress.ip_network(net, strict=False)
+        net = as_network(net)
         lines.append(f"add {set_name(jail, net.version)} {element(net)} timeout {timeout(left)}\n")
     return "".join(lines)
 
 
 def delete_args(jail: str, net) -> list[str]:
-    net = ipaddress.ip_network(net, strict=False)
+    net = as_network(net)
     return ["-exist", "del", set_name(jail, net.version), element(net)]
 
 
