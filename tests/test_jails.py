@@ -1,0 +1,63 @@
+"""The shipped jails (jail.d/f2b-ext.conf): disabled as installed; enabled in a
+jail.local, every one starts in a real fail2ban-server (root, in a network namespace,
+since their actions change the firewall) and bans what its log rule is for."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, is_root
+
+JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound")
+LINE = ("{stamp} lab kernel: [  444.910152] {prefix}IN={inn} OUT={out} {mac}SRC={src} DST={dst} LEN=60 TOS=0x00 "
+        "PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT={spt} DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0")
+MAC = "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
+
+
+def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: int = 23) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    return LINE.format(stamp=stamp, prefix=prefix, inn="" if out else "eth0", out="eth0" if out else "",
+                       mac="" if out else MAC, src=src, dst=dst, spt=40000, dpt=dpt)
+
+
+def test_every_shipped_jail_is_disabled():
+    from configparser import RawConfigParser
+    conf = RawConfigParser()
+    conf.read(ROOT / "jail.d" / "f2b-ext.conf")
+    assert set(conf.sections()) == set(JAILS)
+    assert all(conf.get(jail, "enabled") == "false" for jail in JAILS)
+    assert all("kern.log" not in conf.get(jail, "logpath") and "syslog" not in conf.get(jail, "logpath")
+               for jail in JAILS)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
+def test_enabled_jails_start_and_ban_what_they_are_for():
+    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab import Lab
+    # the namespace has no resolver: fail2ban's ignoreself would stall on looking up
+    # this host's names (the filter never bans the server itself anyway)
+    local = ("[DEFAULT]\nignoreself = false\n\n"
+             "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\n\n"    # the others follow its logpath
+             + "".join(f"[{jail}]\nenabled = true\n\n" for jail in JAILS[1:]))
+    with Lab() as lab:
+        f2b = Fail2banServer(local, netns=lab.server)
+        try:
+            f2b.start(jail="f2b-ext-outbound")
+            assert all(j in f2b.client("status").stdout for j in JAILS)
+            f2b.append(*[line("FINAL_REJECT: ", "203.0.113.5", dpt=p) for p in (22, 23, 25)],
+                       *[line("[UFW BLOCK] ", "198.51.100.5", dpt=p) for p in (22, 23, 25)],
+                       line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444))
+            f2b.wait_for(lambda: "203.0.113.66" in f2b.bans("f2b-ext-outbound"), what="the outbound ban")
+            f2b.wait_for(lambda: {"203.0.113.5", "198.51.100.5"} <= set(f2b.bans("f2b-ext-inbound")),
+                         what="the inbound bans")
+            assert set(f2b.bans("f2b-ext-firewalld")) == {"203.0.113.5"}
+            assert set(f2b.bans("f2b-ext-ufw")) == {"198.51.100.5"}
+            assert "192.0.2.1" not in f2b.bans("f2b-ext-outbound")
+            ruleset = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+            assert "f2b_ext_outbound_output" in ruleset and "203.0.113.66" in ruleset
+            assert "f2b_ext_inbound_input" in ruleset and "203.0.113.5" in ruleset
+        finally:
+            f2b.close()
