@@ -17,14 +17,7 @@ from .f2b_setaction import BackendError, SetAction
 
 class IpsetNetAction(SetAction):
     BACKEND = "ipset-net"
-
-    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02", checkinterval="10"):
-        try:
-            ipset.validate(direction, blocktype)
-            super().__init__(jail, name, batch, checkinterval)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-        self.direction, self.blocktype = direction, blocktype
+    validate = staticmethod(ipset.validate)
 
     @staticmethod
     def _run(*args: str, input: str | None = None) -> tuple[int, str]:
@@ -48,11 +41,14 @@ class IpsetNetAction(SetAction):
                 if rc != 0:
                     raise BackendError(f"{tool}: {err}")
 
-    def _teardown(self):
+    def _remove_rules(self):
         for tool, rule in self._rules():
             while self._run(tool, "-w", "-C", *rule)[0] == 0:
                 if self._run(tool, "-w", "-D", *rule)[0] != 0:
                     break
+
+    def _teardown(self):
+        self._remove_rules()
         for fam in (4, 6):
             self._run("ipset", "destroy", ipset.set_name(self._jailname, fam))
 

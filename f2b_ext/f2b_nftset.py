@@ -13,23 +13,12 @@ from .f2b_setaction import BackendError, SetAction
 
 class NftSetAction(SetAction):
     BACKEND = "nftset"
+    validate = staticmethod(nftset.validate)
 
-    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02", checkinterval="10"):
-        try:
-            nftset.setup_script(jail.name, direction, blocktype)
-            super().__init__(jail, name, batch, checkinterval)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-        self.direction, self.blocktype = direction, blocktype
+    def __init__(self, jail, name, **params):
+        super().__init__(jail, name, **params)
         self._nft = None
         self._prefix_sets: set[str] = set()
-
-    def reload(self, direction=None, blocktype=None, **params):
-        with self._io:
-            self._write_pending()
-            self.direction = direction or self.direction
-            self.blocktype = blocktype or self.blocktype
-            super().reload(**params)
 
     # -- nft --
     def _cmd(self, script: str) -> tuple[int, str, str]:
@@ -47,6 +36,9 @@ class NftSetAction(SetAction):
         rc, _, err = self._cmd(nftset.setup_script(self._jailname, self.direction, self.blocktype, self._prefix_sets))
         if rc != 0:
             raise BackendError(f"nftables setup failed: {err}")
+
+    def _remove_rules(self):
+        self._cmd(nftset.teardown_script(self._jailname, self.direction))
 
     def _teardown(self):
         self._cmd(nftset.teardown_script(self._jailname, self.direction, self._set_names()))

@@ -15,8 +15,8 @@ fail2ban that no per-ban unban is needed. When a write fails, or the watchdog (e
 are rebuilt and refilled from the jail's ban list. Each element's timeout is the ban's
 remaining time, so the kernel lifts a ban even if fail2ban dies.
 
-Backends implement `_setup`, `_teardown`, `_write`, `_delete`, `_flush_sets` and
-`_intact`; their parameters are validated in their own `__init__`.
+Backends implement `validate` (their directions and block types), `_setup`,
+`_remove_rules`, `_teardown`, `_write`, `_delete`, `_flush_sets` and `_intact`.
 """
 from __future__ import annotations
 
@@ -54,10 +54,15 @@ class SetAction(ActionBase):
     _prolongable = True
     BACKEND = "set"            # the name used in log messages
 
-    def __init__(self, jail, name, batch="0.02", checkinterval="10"):
+    def __init__(self, jail, name, direction="in", blocktype="drop", batch="0.02", checkinterval="10"):
         super().__init__(jail, name)
-        self._batch = seconds("batch", batch, 0, 5)
-        self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
+        try:
+            self.validate(direction, blocktype)
+            self._batch = seconds("batch", batch, 0, 5)
+            self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        self.direction, self.blocktype = direction, blocktype
         self._jailname = jail.name
         self._pending: list[tuple] = []
         self._lock = threading.Lock()     # the queue and its timer; held for microseconds
@@ -67,7 +72,10 @@ class SetAction(ActionBase):
         self.applied = 0            # elements written (fail2ban-client get JAIL action NAME applied)
 
     # -- what a backend provides --
+    @staticmethod
+    def validate(direction: str, blocktype: str): raise NotImplementedError
     def _setup(self): raise NotImplementedError
+    def _remove_rules(self): raise NotImplementedError
     def _teardown(self): raise NotImplementedError
     def _write(self, entries: list[tuple]) -> bool: raise NotImplementedError
     def _delete(self, net) -> None: raise NotImplementedError
@@ -100,13 +108,20 @@ class SetAction(ActionBase):
                 self._pending.clear()
             self._teardown()
 
-    def reload(self, batch=None, checkinterval=None, **_):
+    def reload(self, direction=None, blocktype=None, batch=None, checkinterval=None, **_):
+        """fail2ban-client reload: new parameters, same sets and bans. A new direction
+        or blocktype first removes the rules written for the old one."""
         with self._io:
             self._write_pending()
+            direction, blocktype = direction or self.direction, blocktype or self.blocktype
+            self.validate(direction, blocktype)
             if batch is not None:
                 self._batch = seconds("batch", batch, 0, 5)
             if checkinterval is not None:
                 self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
+            if (direction, blocktype) != (self.direction, self.blocktype):
+                self._remove_rules()
+                self.direction, self.blocktype = direction, blocktype
             self._setup()
 
     def clearAllParams(self):

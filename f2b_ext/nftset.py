@@ -61,6 +61,13 @@ def prefix_set_family(name: str) -> int:
     return int(name.rsplit("_n", 1)[1][0])
 
 
+def validate(direction: str, verdict: str):
+    if direction not in HOOKS:
+        raise ValueError(f"direction: {direction!r} must be 'in' or 'out'")
+    if verdict not in VERDICTS:
+        raise ValueError(f"blocktype: {verdict!r} must be 'drop' or 'reject'")
+
+
 def _set_decl(name: str, fam: int, interval: bool) -> str:
     flags = "interval, timeout" if interval else "timeout"
     return f"add set {TABLE} {name} {{ type {ADDR_TYPE[fam]}; flags {flags}; }}"
@@ -75,10 +82,7 @@ def setup_script(jail: str, direction: str = "in", verdict: str = "drop",
                  prefix_sets: Iterable[str] = ()) -> str:
     """Idempotent: table, host sets, the jail's chains (flushed and refilled), rules for
     the host sets and for every prefix set named in `prefix_sets`."""
-    if direction not in HOOKS:
-        raise ValueError(f"direction: {direction!r} must be 'in' or 'out'")
-    if verdict not in VERDICTS:
-        raise ValueError(f"blocktype: {verdict!r} must be 'drop' or 'reject'")
+    validate(direction, verdict)
     key = jail_key(jail)
     lines = [f"add table {TABLE}"]
     for hook, _ in HOOKS[direction]:
@@ -100,8 +104,9 @@ def new_prefix_set_script(jail: str, name: str, direction: str, verdict: str) ->
     return "\n".join([_set_decl(name, fam, interval=True), *_rules_for_set(jail, name, fam, direction, verdict)])
 
 
-def teardown_script(jail: str, direction: str, set_names: Iterable[str]) -> str:
-    """Remove exactly what setup created for this jail (the table stays for others)."""
+def teardown_script(jail: str, direction: str, set_names: Iterable[str] = ()) -> str:
+    """Remove exactly what setup created for this jail (the table stays for others);
+    with no set names, only its chains."""
     key = jail_key(jail)
     lines = [f"delete chain {TABLE} {key}_{hook}" for hook, _ in HOOKS[direction]]
     lines += [f"delete set {TABLE} {name}" for name in sorted(set(set_names))]

@@ -129,3 +129,22 @@ def test_rules_flushed_are_repaired_by_the_watchdog_and_flush_empties_the_sets(l
     finally:
         with in_netns(lab.server):
             act.stop()
+
+
+@kernel
+@pytest.mark.kernel
+def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft):
+    lab, in_netns = lab_nft
+    from f2b_ext.f2b_ipset import IpsetNetAction
+    with in_netns(lab.server):
+        act = IpsetNetAction(FakeJail("r"), "ipset-net", batch="0", checkinterval="0")
+        act.start()
+        act.ban(info("203.0.113.66"))
+        act.reload(direction="out", blocktype="reject")
+    assert "match-set" not in lab.server_sh("iptables", "-S", "INPUT")
+    assert "--match-set f2bx-r-4 dst -j REJECT" in lab.server_sh("iptables", "-S", "OUTPUT")
+    assert "--match-set f2bx-r-4 dst -j REJECT" in lab.server_sh("iptables", "-S", "FORWARD")
+    assert "src" not in lab.server_sh("iptables", "-S", "FORWARD")
+    assert "203.0.113.66 timeout" in listing(lab, "f2bx-r-4")
+    with in_netns(lab.server):
+        act.stop()

@@ -160,3 +160,25 @@ def test_a_banned_host_gets_no_answer(lab_nft):
     lab.send(IP(src="198.51.100.21", dst="192.0.2.1", id=3002) / TCP(sport=40000, dport=23, flags="S"))
     assert not any("DST=198.51.100.21 " in r.message for r in log.read(settle=0.5))
     log.close()
+
+
+@kernel
+@pytest.mark.kernel
+def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft):
+    """fail2ban-client reload hands the action its new parameters: the input chains
+    go, output chains come, the set and its elements stay."""
+    lab, in_netns = lab_nft
+    from f2b_ext.f2b_nftset import NftSetAction
+    with in_netns(lab.server):
+        act = NftSetAction(FakeJail("r"), "nftset", batch="0", checkinterval="0")
+        act.start()
+        act.ban(info("203.0.113.66"))
+        act.reload(direction="out", blocktype="reject")
+    listing = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+    assert "r_input" not in listing and "hook input" not in listing
+    assert "ip daddr @r_h4 reject" in listing and "hook output" in listing
+    assert "203.0.113.66 timeout" in listing
+    with in_netns(lab.server):
+        with pytest.raises(ValueError, match="direction: 'up'"):
+            act.reload(direction="up")
+        act.stop()
