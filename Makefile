@@ -40,9 +40,12 @@ test-fast: venv
 demo: venv
 	$(VENV)/bin/f2b-ext demo
 
-# Benchmarks; figures go to BENCHMARKS.md by hand, with the command.
+# Benchmarks (ban_throughput needs root, about 6 minutes); figures go to BENCHMARKS.md
+# by hand, with the command.
 bench: venv
 	$(PY) bench/filter_throughput.py
+	$(PY) bench/escalation_core.py
+	$(PY) bench/ban_throughput.py
 
 # Regenerate tests/samples/netfilter-captured from the real kernel (root).
 samples: venv
