@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import netfilter as nf
-from .live import LiveLab, LiveSettings
+from .live import PROBE_PORT, LiveLab, LiveSettings
 from .lab import SERVER_V4
 
 SCHEDULE_FIRST = 15           # seconds the escalated /24 is banned the first time
@@ -96,7 +96,7 @@ class Demo:
         ok = answered == expect_answer
         self.surprises += not ok
         mark = self.out.green("as expected") if ok else self.out.red("UNEXPECTED")
-        self.say(f"    probe     SYN {src} -> {SERVER_V4}:22  {word} ({mark})")
+        self.say(f"    probe     SYN {src} -> {SERVER_V4}:{PROBE_PORT}  {word} ({mark})")
         return ok
 
     def wait_blocked(self, src: str, started: float, timeout: float = 5.0) -> bool:
@@ -107,9 +107,6 @@ class Demo:
             self.surprises += 1
             self.say(self.out.red(f"    kernel    still answers {src} {timeout:.0f} s later"))
         return bool(blocked)
-
-    def settle(self):
-        time.sleep(0.6)
 
 
 # -- the seeds' attacks ------------------------------------------------------------------
@@ -137,7 +134,7 @@ def backscatter(d: Demo):
     for victim, sport in (("203.0.113.80", 80), ("203.0.113.43", 443)):
         d.live.backscatter(victim, sport)
     d.live.until(lambda: len(d.live.log_lines("203.0.113.43 ")) >= 2, 3)
-    d.settle()
+    time.sleep(0.6)                 # fail2ban reads them (and bans nobody)
     d.show_new_lines()
     banned = ({"203.0.113.80", "203.0.113.43"} & (set(d.live.bans("netfilter-in")) | set(d.live.bans("netfilter-out"))))
     if banned:

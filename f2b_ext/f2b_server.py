@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from .f2b_filter import PROJECT_DIR, config_dir
+from .lab import until
 
 
 class ServerError(RuntimeError):
@@ -31,7 +32,7 @@ class ServerError(RuntimeError):
 
 class Fail2banServer:
     def __init__(self, jail_conf: str, as_nobody: bool = True, netns: str | None = None,
-                 workdir: Path | None = None, loglevel: str = "INFO", dbfile: str | None = None):
+                 workdir: Path | None = None, loglevel: str = "INFO"):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="f2bx-server-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "conf"
@@ -42,7 +43,7 @@ class Fail2banServer:
         self.log = self.dir / "kern.log"
         self.log.touch()
         self.sock, self.pid = self.dir / "f2b.sock", self.dir / "f2b.pid"
-        self.db = dbfile or str(self.dir / "f2b.sqlite3")
+        self.db = self.dir / "f2b.sqlite3"
         (self.conf / "fail2ban.local").write_text(
             f"[Definition]\nloglevel = {loglevel}\nlogtarget = {self.dir}/fail2ban.log\nsocket = {self.sock}\n"
             f"pidfile = {self.pid}\ndbfile = {self.db}\ndbpurgeage = 30d\n")
@@ -122,13 +123,11 @@ class Fail2banServer:
         return result
 
     def wait_for(self, predicate, timeout: float = 15, what: str = "condition", every: float = 0.2):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(every)
-        raise AssertionError(f"timed out waiting for {what}; server log:\n{self.server_log()[-4000:]}")
+        """until(), but a timeout is an AssertionError showing the server's log."""
+        value = until(predicate, timeout, every)
+        if value is None:
+            raise AssertionError(f"timed out waiting for {what}; server log:\n{self.server_log()[-4000:]}")
+        return value
 
     def server_log(self) -> str:
         path = self.dir / "fail2ban.log"

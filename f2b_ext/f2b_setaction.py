@@ -38,6 +38,11 @@ def remaining(start: float, bantime, now: float):
     return start + bantime - now
 
 
+def network(ip) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """What fail2ban bans (an IPAddr: host or CIDR) as a network."""
+    return ipaddress.ip_network(str(ip), strict=False)
+
+
 def seconds(name: str, text, low: float, high: float) -> float:
     """A parameter in seconds within [low, high], or ValueError naming it."""
     try:
@@ -114,11 +119,14 @@ class SetAction(ActionBase):
         with self._io:
             self._write_pending()
             direction, blocktype = direction or self.direction, blocktype or self.blocktype
-            self.validate(direction, blocktype)
-            if batch is not None:
-                self._batch = seconds("batch", batch, 0, 5)
-            if checkinterval is not None:
-                self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
+            try:
+                self.validate(direction, blocktype)
+                if batch is not None:
+                    self._batch = seconds("batch", batch, 0, 5)
+                if checkinterval is not None:
+                    self._checkinterval = seconds("checkinterval", checkinterval, 0, 86400)
+            except ValueError as exc:
+                raise ValueError(f"{self._name}: {exc}") from None
             if (direction, blocktype) != (self.direction, self.blocktype):
                 self._remove_rules()
                 self.direction, self.blocktype = direction, blocktype
@@ -132,7 +140,7 @@ class SetAction(ActionBase):
         left = remaining(aInfo["time"], aInfo["bantime"], MyTime.time())
         if left is not None and left <= 0:
             return
-        net = ipaddress.ip_network(str(aInfo["ip"]), strict=False)
+        net = network(aInfo["ip"])
         with self._lock:
             self._pending.append((net, left))
             now = self._batch <= 0
@@ -147,13 +155,13 @@ class SetAction(ActionBase):
         """bantime.increment made the ban longer: replace the element's timeout."""
         with self._io:
             self._write_pending()
-            self._delete(ipaddress.ip_network(str(aInfo["ip"]), strict=False))
+            self._delete(network(aInfo["ip"]))
             self.ban(aInfo)
 
     def unban(self, aInfo):
         with self._io:
             self._write_pending()
-            self._delete(ipaddress.ip_network(str(aInfo["ip"]), strict=False))
+            self._delete(network(aInfo["ip"]))
 
     def flush(self):
         with self._io:
@@ -190,7 +198,7 @@ class SetAction(ActionBase):
         for ticket in manager:
             left = remaining(ticket.getTime(), ticket.getBanTime(default), now)
             if left is None or left > 0:
-                entries.append((ipaddress.ip_network(str(ticket.getID()), strict=False), left))
+                entries.append((network(ticket.getID()), left))
         if entries:
             self._written(entries)
 

@@ -19,8 +19,8 @@ import ctypes
 import ipaddress
 import itertools
 import json
-import random
 import os
+import random
 import select
 import socket
 import subprocess
@@ -51,6 +51,17 @@ def sh(*args: str, check: bool = True, input: str | None = None) -> str:
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc.stdout
+
+
+def until(predicate, timeout: float, every: float = 0.05):
+    """The first truthy predicate() within `timeout` seconds (tried at least once),
+    else None: how the lab, its tests and the demo wait for the kernel or fail2ban."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value or None
+        time.sleep(every)
 
 
 def allowed_source(addr: str) -> bool:
@@ -90,6 +101,30 @@ def in_netns(name: str):
             yield
         finally:
             _libc.setns(home.fileno(), CLONE_NEWNET)
+
+
+class Listener:
+    """A listening socket whose accept loop runs in a thread. close() shuts it down
+    first: a plain close() leaves a blocked accept() holding the port."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
 
 
 @dataclass
@@ -289,7 +324,7 @@ class Lab:
         finally:
             s.close()
 
-    def listen(self, port: int) -> socket.socket:
+    def listen(self, port: int) -> "Listener":
         """A TCP listener in the remote namespace on every address it answers for
         (its link address and the lab ranges it routes locally); accepts and closes."""
         with in_netns(self.remote):
@@ -297,16 +332,7 @@ class Lab:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind(("0.0.0.0", port))
         srv.listen(64)
-
-        def accept():
-            while True:
-                try:
-                    conn, _ = srv.accept()
-                except OSError:
-                    return
-                conn.close()
-        threading.Thread(target=accept, daemon=True).start()
-        return srv
+        return Listener(srv)
 
     def connect_from_server(self, dst: str, port: int, timeout: float = 1.0) -> bool:
         """Can the server open a TCP connection to dst:port?"""

@@ -29,7 +29,7 @@ from pathlib import Path
 from . import ipset, nftset
 from .f2b_filter import PROJECT_DIR
 from .f2b_server import Fail2banServer
-from .lab import SERVER_V4, SERVER_V6, Lab, LabError
+from .lab import SERVER_V4, SERVER_V6, Lab, LabError, until
 
 # The seeds' rules (001: LOG then REJECT with tcp-reset; output logged, policy accept;
 # 000: ICMP accepted), with firewalld's FINAL_REJECT prefix on input. Port 443 out is
@@ -155,11 +155,13 @@ if not ({mine}) then {{
 {shipped.replace("/var/log/netfilter.log", str(self.netfilter_log))}
 kern.*  {self.kern_log}
 """)
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "rsyslog.pid")],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output = work / "rsyslogd.out"           # a file, not a pipe nobody drains
+        with open(output, "w") as out:
+            self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"),
+                                          "-i", str(work / "rsyslog.pid")], stdout=out, stderr=subprocess.STDOUT)
         time.sleep(0.2)
         if self.proc.poll() is not None:
-            raise LabError(f"rsyslogd exited: {self.proc.stdout.read()[-2000:]}")
+            raise LabError(f"rsyslogd exited: {output.read_text(errors='replace')[-2000:]}")
 
     def close(self):
         if self.proc.poll() is None:
@@ -182,8 +184,9 @@ class LiveLab:
         self.work = None
 
     def __enter__(self) -> "LiveLab":
-        if not shutil.which("rsyslogd"):
-            raise LabError("rsyslogd is not installed (apt-get install rsyslog)")
+        problems = environment_problems()
+        if problems:
+            raise LabError(f"the live lab {problems[0]}")
         self.work = Path(tempfile.mkdtemp(prefix="f2bx-live-"))
         try:
             self.lab = Lab().__enter__()
@@ -257,16 +260,9 @@ class LiveLab:
         else:
             listing = self.lab.server_sh("nft", "list", "set", "inet", "f2b_ext", nftset.set_name(jail, net), check=False)
         element = nftset.element(net, None)
-        return sum(1 for word in re.finditer(rf"(?<![\w.:]){re.escape(element)} timeout", listing))
+        return len(re.findall(rf"(?<![\w.:]){re.escape(element)} timeout", listing))
 
-    def until(self, predicate, timeout: float, every: float = 0.05):
-        """The first truthy predicate() within `timeout` seconds, else None."""
-        end = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value or time.monotonic() > end:
-                return value or None
-            time.sleep(every)
+    until = staticmethod(until)
 
     def kill_fail2ban(self):
         self.f2b.stop(kill=True)
@@ -285,5 +281,5 @@ def environment_problems() -> list[str]:
         problems.append("needs root (network namespaces, netfilter)")
     for tool in ("rsyslogd", "fail2ban-server", "nft", "iptables-nft-restore", "ip"):
         if not shutil.which(tool):
-            problems.append(f"{tool} is not installed")
+            problems.append(f"needs {tool}, which is not installed")
     return problems

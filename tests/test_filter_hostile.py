@@ -1,7 +1,6 @@
 """Malformed and hostile lines: never a crash, never a ban of a wrong address."""
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 
 import pytest

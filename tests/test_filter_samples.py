@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
-import re
 import subprocess
-import sys
 from datetime import datetime
 
 import pytest

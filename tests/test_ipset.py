@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FakeJail, info, is_root
 from f2b_ext import ipset
+from f2b_ext.lab import until
 
 kernel = pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 
@@ -117,9 +118,7 @@ def test_rules_flushed_are_repaired_by_the_watchdog_and_flush_empties_the_sets(l
     try:
         lab.server_sh("iptables", "-F")                               # a firewall reload
         lab.server_sh("ipset", "destroy", "f2bx-w-4")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "203.0.113.0/24" not in listing(lab, "f2bx-w-4"):
-            time.sleep(0.1)
+        until(lambda: "203.0.113.0/24" in listing(lab, "f2bx-w-4"), 5)
         assert "198.51.100.9 timeout" in listing(lab, "f2bx-w-4") and "203.0.113.0/24 timeout" in listing(lab, "f2bx-w-4")
         assert "--match-set f2bx-w-4 src" in lab.server_sh("iptables", "-S", "INPUT")
         assert not lab.probe("203.0.113.50")

@@ -3,7 +3,6 @@ jail.local, every one starts in a real fail2ban-server (root, in a network names
 since their actions change the firewall) and bans what its log rule is for."""
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest

@@ -8,7 +8,6 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import PINNED_NOW
 from f2b_ext import netfilter as nf
 from linegen import netfilter_line
 

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import FakeJail, info, is_root
 from f2b_ext import nftset
+from f2b_ext.lab import until
 
 
 def test_sets_by_family_and_prefix_length():
@@ -108,9 +109,7 @@ def test_the_watchdog_repairs_without_a_ban(lab_nft):
         act.start()
     try:
         lab.server_sh("nft", "flush", "ruleset")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "198.51.100.9" not in lab.server_sh("nft", "list", "ruleset"):
-            time.sleep(0.1)
+        until(lambda: "198.51.100.9" in lab.server_sh("nft", "list", "ruleset"), 5)
         assert "198.51.100.9 timeout" in lab.server_sh("nft", "list", "set", "inet", "f2b_ext", "w_h4")
     finally:
         with in_netns(lab.server):

@@ -32,12 +32,8 @@ REAL_ATTACKER, FORGED_USER, FORGED_KERN = "198.51.100.98", "198.51.100.166", "19
 
 
 def wait_for(path: Path, text: str, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return True
-        time.sleep(0.1)
-    return False
+    from f2b_ext.lab import until
+    return bool(until(lambda: path.exists() and text in path.read_text(errors="replace"), timeout, every=0.1))
 
 
 @pytest.fixture
