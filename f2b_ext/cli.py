@@ -115,7 +115,7 @@ def cmd_test(args) -> int:
                 raise CliError(f"{path}: {exc}") from None
             has_expectations = any(c.expect for c in cases)
             for case in cases:
-                opts = {k: v for k, v in case.options.items() if k in ("direction", "mode", "logprefix", "replyports")}
+                opts = {k: v for k, v in case.options.items() if k in nf.POLICY_OPTIONS}
                 spec = args.filter if not opts else \
                     "netfilter[" + ", ".join(f'{k}="{v}"' for k, v in sorted(opts.items())) + "]"
                 runner, policy = get(spec)

@@ -60,6 +60,9 @@ DEFAULT_REPLY_PORTS = {53: "DNS", 67: "DHCP server", 68: "DHCP client", 123: "NT
 
 # Protocols named by number that are LAN housekeeping, never an attempt.
 NEVER_ATTEMPT_PROTOCOLS = {"2": "IGMP"}
+# Names for the protocol numbers the kernel prints bare (IANA protocol numbers).
+PROTOCOL_NAMES = {"2": "IGMP", "4": "IPIP", "41": "IPv6-in-IPv4", "47": "GRE",
+                  "103": "PIM", "112": "VRRP", "115": "L2TP", "132": "SCTP"}
 
 # Destinations that are not this host alone: multicast and broadcast.
 MULTICAST_NETS = (ipaddress.ip_network("224.0.0.0/4"), ipaddress.ip_network("ff00::/8"))
@@ -67,10 +70,14 @@ BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 # A remote that is nobody.
 UNSPECIFIED = (ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::"))
 
+# The filter's [Init] parameters that Policy reads (the rest keep their defaults here).
+POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
 # Default logprefix: any prefix (including none) without "=", at most the kernel's 127 chars.
 ANY_PREFIX = r"[^=]{0,127}?"
+# Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
+ANY_PROTOCOL = r"\w+"
 PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
 
 
@@ -108,6 +115,7 @@ class Policy:
     mode: str = "normal"
     logprefix: str = ANY_PREFIX
     reply_ports: frozenset = field(default_factory=lambda: frozenset(DEFAULT_REPLY_PORTS))
+    protocols: Optional[frozenset] = None       # PROTO= words that may count; None: all
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -127,6 +135,11 @@ class Policy:
         for key, value in options.items():
             if key in ("direction", "mode", "logprefix"):
                 kwargs[key] = value
+            elif key == "protocols":
+                words = value.split("|")
+                if value != ANY_PROTOCOL and not all(re.fullmatch(r"[A-Za-z0-9]+", w) for w in words):
+                    raise ValueError(f"protocols must be PROTO= words joined by '|' (TCP|UDP, 47): {value!r}")
+                kwargs["protocols"] = None if value == ANY_PROTOCOL else frozenset(words)
             elif key == "replyports":
                 ports = value.split("|")
                 if not all(p.isdigit() and int(p) < 65536 for p in ports):
@@ -406,6 +419,11 @@ def _icmp(rec: Record, policy: Policy) -> tuple[bool, str]:
 PROTOCOL_RULES = {"TCP": _tcp, "UDP": _udp, "UDPLITE": _udp, "ICMP": _icmp, "ICMPv6": _icmp}
 
 
+def protocol_name(proto: str) -> str:
+    """'47' -> '47 (GRE)'; words the kernel prints by name stay as they are."""
+    return f"{proto} ({PROTOCOL_NAMES[proto]})" if proto in PROTOCOL_NAMES else proto
+
+
 def classify(rec: Optional[Record], policy: Policy = Policy()) -> Verdict:
     """Is this record an attempt by its remote party, under `policy`?"""
     if rec is None:
@@ -417,13 +435,16 @@ def classify(rec: Optional[Record], policy: Policy = Policy()) -> Verdict:
         return Verdict(False, why, rec)
     if rec.remote in UNSPECIFIED:
         return Verdict(False, "unspecified address, nobody to ban", rec)
+    if policy.protocols is not None and rec.proto not in policy.protocols:
+        return Verdict(False, f"protocol {protocol_name(rec.proto)}, filter reads "
+                              + "|".join(sorted(policy.protocols)), rec)
     rule = PROTOCOL_RULES.get(rec.proto)
     if rule:
         attempt, reason = rule(rec, policy)
     elif rec.proto in NEVER_ATTEMPT_PROTOCOLS:
         attempt, reason = False, f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping"
     elif rec.proto.isdigit() or rec.proto in ("ESP", "AH"):
-        attempt, reason = True, f"protocol {rec.proto} sent unsolicited"
+        attempt, reason = True, f"protocol {protocol_name(rec.proto)} sent unsolicited"
     else:
         attempt, reason = False, f"unknown protocol {rec.proto!r}"
     return Verdict(attempt, reason, rec)

@@ -16,11 +16,10 @@ from f2b_ext.samples import read_cases
 
 SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.name.startswith("netfilter"))
 CASES = [c for p in SAMPLE_FILES for c in read_cases(p)]
-FILTER_OPTIONS = ("direction", "mode", "logprefix", "replyports")
 
 
 def filter_options(case) -> dict:
-    return {k: v for k, v in case.options.items() if k in FILTER_OPTIONS}
+    return {k: v for k, v in case.options.items() if k in nf.POLICY_OPTIONS}
 
 
 def is_journal(case) -> bool:

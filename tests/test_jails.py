@@ -4,21 +4,33 @@ since their actions change the firewall) and bans what its log rule is for."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, is_root
 
-JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound")
+JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound", "f2b-ext-gre")
 LINE = ("{stamp} lab kernel: [  444.910152] {prefix}IN={inn} OUT={out} {mac}SRC={src} DST={dst} LEN=60 TOS=0x00 "
         "PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT={spt} DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0")
 MAC = "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
 
 
+GRE = ("{stamp} lab kernel: [  444.910152] IN=eth0 OUT= " + MAC + "SRC={src} DST=192.0.2.1 LEN=52 TOS=0x00 "
+       "PREC=0x00 TTL=52 ID=0 DF PROTO=47")
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+
+
 def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: int = 23) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    return LINE.format(stamp=stamp, prefix=prefix, inn="" if out else "eth0", out="eth0" if out else "",
+    return LINE.format(stamp=stamp(), prefix=prefix, inn="" if out else "eth0", out="eth0" if out else "",
                        mac="" if out else MAC, src=src, dst=dst, spt=40000, dpt=dpt)
+
+
+def gre(src: str) -> str:
+    return GRE.format(stamp=stamp(), src=src)
 
 
 def test_every_shipped_jail_is_disabled():
@@ -31,6 +43,28 @@ def test_every_shipped_jail_is_disabled():
                for jail in JAILS)
 
 
+def test_backend_is_chosen_like_stock_jails():
+    """Debian's paths files leave syslog_backend at `auto` (the file); Arch's say systemd
+    (the journal, logpath unused). fail2ban's own JailsReader resolves it."""
+    from fail2ban.client.jailsreader import JailsReader
+    from f2b_ext.f2b_filter import config_dir
+    import shutil, tempfile
+    for paths, want in (("paths-debian.conf", "auto"), ("paths-arch.conf", "systemd")):
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree("/etc/fail2ban", tmp, dirs_exist_ok=True)
+            for stock in (Path(tmp) / "jail.d").glob("*"):
+                stock.unlink()
+            config_dir(Path(tmp))
+            jail_conf = Path(tmp) / "jail.conf"
+            jail_conf.write_text(jail_conf.read_text().replace("before = paths-debian.conf", f"before = {paths}"))
+            (Path(tmp) / "jail.local").write_text("".join(f"[{j}]\nenabled = true\n" for j in JAILS))
+            reader = JailsReader(basedir=tmp, force_enable=False)
+            assert reader.read() and reader.getOptions()
+            stream = reader.convert(allow_no_files=True)   # no /var/log/netfilter.log here
+            backends = {cmd[1]: cmd[2] for cmd in stream if cmd[0] == "add"}
+            assert backends == {j: want for j in JAILS}
+
+
 @pytest.mark.kernel
 @pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 def test_enabled_jails_start_and_ban_what_they_are_for():
@@ -39,7 +73,8 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
     # the namespace has no resolver: fail2ban's ignoreself would stall on looking up
     # this host's names (the filter never bans the server itself anyway)
     local = ("[DEFAULT]\nignoreself = false\n\n"
-             "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\n\n"    # the others follow its logpath
+             # the others follow its logpath and backend
+             "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
              + "".join(f"[{jail}]\nenabled = true\n\n" for jail in JAILS[1:]))
     with Lab() as lab:
         f2b = Fail2banServer(local, netns=lab.server)
@@ -48,10 +83,13 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             assert all(j in f2b.client("status").stdout for j in JAILS)
             f2b.append(*[line("FINAL_REJECT: ", "203.0.113.5", dpt=p) for p in (22, 23, 25)],
                        *[line("[UFW BLOCK] ", "198.51.100.5", dpt=p) for p in (22, 23, 25)],
-                       line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444))
+                       line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444),
+                       gre("203.0.113.47"), gre("203.0.113.47"))
             f2b.wait_for(lambda: "203.0.113.66" in f2b.bans("f2b-ext-outbound"), what="the outbound ban")
             f2b.wait_for(lambda: {"203.0.113.5", "198.51.100.5"} <= set(f2b.bans("f2b-ext-inbound")),
                          what="the inbound bans")
+            f2b.wait_for(lambda: "203.0.113.47" in f2b.bans("f2b-ext-gre"), what="the GRE ban")
+            assert set(f2b.bans("f2b-ext-gre")) == {"203.0.113.47"}      # never the scans
             assert set(f2b.bans("f2b-ext-firewalld")) == {"203.0.113.5"}
             assert set(f2b.bans("f2b-ext-ufw")) == {"198.51.100.5"}
             assert "192.0.2.1" not in f2b.bans("f2b-ext-outbound")

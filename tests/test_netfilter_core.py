@@ -124,13 +124,16 @@ def test_policy_rejects_bad_parameters():
         nf.Policy(logprefix="(unclosed")
     with pytest.raises(ValueError, match="replyports"):
         nf.Policy.from_filter_options({"replyports": "53,123"})
+    with pytest.raises(ValueError, match="protocols"):
+        nf.Policy.from_filter_options({"protocols": "GRE or TCP"})
     with pytest.raises(ValueError, match="unknown"):
         nf.Policy.from_filter_options({"directoin": "out"})
 
 
 POLICIES = [dict(), dict(direction="out"), dict(direction="any"), dict(mode="aggressive"),
             dict(logprefix="FINAL_REJECT"), dict(logprefix=r"\[UFW BLOCK\]"),
-            dict(direction="out", logprefix="UNKNOWN_OUTGOING")]
+            dict(direction="out", logprefix="UNKNOWN_OUTGOING"), dict(protocols="47"),
+            dict(direction="any", protocols="TCP|ICMPv6|50")]
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
