@@ -32,14 +32,18 @@ class ServerError(RuntimeError):
 
 class Fail2banServer:
     def __init__(self, jail_conf: str, as_nobody: bool = True, netns: str | None = None,
-                 workdir: Path | None = None, loglevel: str = "INFO"):
+                 workdir: Path | None = None, loglevel: str = "INFO", installed: tuple[Path, Path] | None = None):
+        """`installed`: (etc/fail2ban, site-packages) of an `f2b-ext install --root`, used
+        as they are instead of the stock config plus this project."""
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="f2bx-server-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "conf"
-        shutil.copytree("/etc/fail2ban", self.conf, dirs_exist_ok=True)
-        for stock in (self.conf / "jail.d").glob("*"):
-            stock.unlink()
-        config_dir(self.conf)
+        shutil.copytree(installed[0] if installed else "/etc/fail2ban", self.conf, dirs_exist_ok=True)
+        self.pythonpath = str(installed[1]) if installed else str(PROJECT_DIR)
+        if not installed:
+            for stock in (self.conf / "jail.d").glob("*"):
+                stock.unlink()
+            config_dir(self.conf)
         self.log = self.dir / "kern.log"
         self.log.touch()
         self.sock, self.pid = self.dir / "f2b.sock", self.dir / "f2b.pid"
@@ -61,7 +65,7 @@ class Fail2banServer:
         applying, or about to refuse, its configuration)."""
         started = f"Jail '{jail}' started"
         before = self.server_log().count(started)       # earlier runs of this server
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+        env = dict(os.environ, PYTHONPATH=self.pythonpath)
         cmd = ["fail2ban-server", "-f", "-x", "-c", str(self.conf)]
         if self.as_nobody:
             nobody = pwd.getpwnam("nobody")

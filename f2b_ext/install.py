@@ -1,0 +1,183 @@
+"""What `f2b-ext install` and `uninstall` would do: decided on plain data, no I/O.
+
+How it works: the installer (f2b_ext/installer.py) reads the files this suite ships, the
+files already at their destinations and the manifest of the last install, and asks
+`plan_install()` what to do with each; `plan_uninstall()` does the same the other way.
+The rule is dpkg's conffile rule:
+  - a destination that is missing is written (new);
+  - one that already holds exactly our text is left (same);
+  - one that still holds what we installed last time is replaced (updated);
+  - anything else was changed by somebody (or was never ours): it is kept, the
+    difference is shown, and only `--force` replaces it (or, on uninstall, removes it).
+A `.local` file is never written: it is the admin's, and we only point out the ones that
+override our files. The manifest maps each installed path to the SHA-256 of what was
+written, so that `uninstall` removes exactly that and nothing else.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+# Where things go, relative to the root ("/" or --root DIR).
+FAIL2BAN_DIR = "etc/fail2ban"
+RSYSLOG_RULE = "etc/rsyslog.d/30-f2b-ext-netfilter.conf"
+MANIFEST = "var/lib/f2b-ext/manifest.json"
+
+# fail2ban versions whose Python-action and jail protocol this suite is written against
+# (Debian 12 ships 1.0.2; 1.1 keeps the same ActionBase and reader).
+SUPPORTED = ((1, 0), (1, 1))
+
+# Verbs, in the order a person wants to read them.
+NEW, UPDATED, SAME, KEPT, REPLACED = "new", "updated", "same", "kept", "replaced"
+REMOVED, GONE = "removed", "gone"
+
+
+@dataclass(frozen=True)
+class Step:
+    path: str                    # relative to the root
+    verb: str                    # one of the verbs above
+    diff: str = ""               # unified diff (destination -> ours) when verb is KEPT/REPLACED
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def unified_diff(path: str, old: bytes, new: bytes) -> str:
+    try:
+        a, b = old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"(binary content differs: {path})\n"
+    return "".join(difflib.unified_diff(a, b, f"/{path} (yours)", f"/{path} (f2b-ext)"))
+
+
+def plan_install(ours: dict[str, bytes], existing: dict[str, bytes | None],
+                 manifest: dict[str, str], force: bool = False) -> list[Step]:
+    """One Step per file we ship. `existing[path]` is the destination's content or None."""
+    steps = []
+    for path in sorted(ours):
+        new, old = ours[path], existing.get(path)
+        if old is None:
+            steps.append(Step(path, NEW))
+        elif old == new:
+            steps.append(Step(path, SAME))
+        elif manifest.get(path) == digest(old):
+            steps.append(Step(path, UPDATED))
+        else:
+            steps.append(Step(path, REPLACED if force else KEPT, unified_diff(path, old, new)))
+    return steps
+
+
+def plan_uninstall(manifest: dict[str, str], existing: dict[str, bytes | None],
+                   force: bool = False) -> list[Step]:
+    """One Step per file the last install wrote."""
+    steps = []
+    for path in sorted(manifest):
+        old = existing.get(path)
+        if old is None:
+            steps.append(Step(path, GONE))
+        elif digest(old) == manifest[path] or force:
+            steps.append(Step(path, REMOVED))
+        else:
+            steps.append(Step(path, KEPT))
+    return steps
+
+
+def manifest_after(steps: list[Step], ours: dict[str, bytes], previous: dict[str, str]) -> dict[str, str]:
+    """The manifest once `steps` are applied: what we wrote, plus what we own unchanged."""
+    result = {}
+    for step in steps:
+        if step.verb in (NEW, UPDATED, REPLACED, SAME):
+            result[step.path] = digest(ours[step.path])
+        elif step.path in previous:          # kept: still ours to remove, as last written
+            result[step.path] = previous[step.path]
+    return result
+
+
+def _relative(path) -> bool:
+    return isinstance(path, str) and path != "" and not path.startswith("/") and ".." not in path.split("/")
+
+
+def parse_manifest(text: str) -> tuple[dict[str, str], list[str]]:
+    """The manifest file: (files -> SHA-256, directories install created). A damaged one
+    is an error, never silently empty."""
+    data = json.loads(text)
+    files = data.get("files") if isinstance(data, dict) else None
+    dirs = data.get("dirs", []) if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not isinstance(dirs, list) or not all(
+            _relative(k) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+            for k, v in files.items()) or not all(_relative(d) for d in dirs):
+        raise ValueError("not an f2b-ext manifest")
+    return files, dirs
+
+
+def format_manifest(files: dict[str, str], dirs: list[str], version: str) -> str:
+    return json.dumps({"f2b-ext": version, "files": dict(sorted(files.items())),
+                       "dirs": sorted(set(dirs))}, indent=1) + "\n"
+
+
+def missing_dirs(path: str, exists) -> list[str]:
+    """The parent directories of `path` (relative) for which `exists(dir)` is false,
+    outermost first: what writing `path` creates."""
+    parts = path.split("/")[:-1]
+    parents = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return [d for d in parents if not exists(d)]
+
+
+def render_jail(text: str, backend: str | None) -> str:
+    """jail.d/f2b-ext.conf as installed: with `backend` set in [f2b-ext-inbound] (the
+    others follow it) when the machine's log source is known to differ from what the
+    distribution's paths file says; unchanged when `backend` is None."""
+    if backend is None:
+        return text
+    section = re.search(r"^\[f2b-ext-inbound\][ \t]*$(?P<body>.*?)(?=^\[|\Z)", text, re.M | re.S)
+    if not section:
+        raise ValueError("jail.d/f2b-ext.conf has no [f2b-ext-inbound] section")
+    # fail2ban keeps "# ..." after a value as part of it: the comment goes on its own line
+    body, n = re.subn(r"^backend\s*=.*$", f"# chosen by f2b-ext install\nbackend  = {backend}",
+                      section["body"], count=1, flags=re.M)
+    if n != 1:
+        raise ValueError("[f2b-ext-inbound] has no backend line")
+    return text[:section.start("body")] + body + text[section.end("body"):]
+
+
+def choose_backend(has_rsyslog: bool, has_journal: bool) -> tuple[str | None, str]:
+    """Which log source the jails should read on this machine, and why (one phrase)."""
+    if has_rsyslog:
+        return None, "rsyslog is installed: the jails read /var/log/netfilter.log (imklog only)"
+    if has_journal:
+        return "systemd", "no rsyslog: the jails read the journal's kernel transport (backend = systemd)"
+    return None, "neither rsyslog nor the journal found: set backend and logpath in jail.local"
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """'Fail2Ban v1.0.2' / '1.0.2' -> (1, 0, 2)."""
+    m = re.search(r"(?<![\d.])v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g) for g in m.groups() if g is not None) if m else None
+
+
+def version_problem(text: str) -> str | None:
+    """None if this fail2ban is supported, else why not (one line)."""
+    version = parse_version(text)
+    if version is None:
+        return f"cannot tell the fail2ban version from {text.strip()[:60]!r}"
+    if version[:2] not in SUPPORTED:
+        have = ".".join(map(str, version))
+        want = " or ".join(".".join(map(str, v)) for v in SUPPORTED)
+        return f"fail2ban {have} is not supported (f2b-ext needs {want})"
+    return None
+
+
+def overriding_locals(ours: list[str], present: set[str]) -> list[str]:
+    """`.local` files (present, relative paths) that override a `.conf` we install."""
+    return sorted(p[:-5] + ".local" for p in ours
+                  if p.endswith(".conf") and p[:-5] + ".local" in present)
+
+
+def enabled_suite_jails(sections: dict[str, dict[str, str]]) -> list[str]:
+    """Our jails that the admin's jail.local (parsed: section -> options) enables."""
+    return sorted(name for name, opts in sections.items()
+                  if name.startswith("f2b-ext-") and opts.get("enabled", "").strip().lower() in ("true", "yes", "1", "on"))
