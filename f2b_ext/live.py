@@ -123,6 +123,7 @@ class LiveSettings:
     hosts: int = 6                  # hosts of one /24 (or /64) that escalate it
     ignoreip: str = ""              # extra addresses never banned nor covered
     checkinterval: float = 1.0
+    fail2ban: bool = True           # False: firewall and rsyslog only (logs to read, no bans)
 
 
 def apply_firewall(lab: Lab, firewall: str):
@@ -192,8 +193,9 @@ class LiveLab:
             self.lab = Lab().__enter__()
             apply_firewall(self.lab, self.settings.firewall)
             self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
-            self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
-            self.f2b.start(jail="netfilter-out")
+            if self.settings.fail2ban:
+                self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
+                self.f2b.start(jail="netfilter-out")
         except BaseException:
             self.close()
             raise

@@ -52,6 +52,8 @@ ICMPV6_NAMES = {1: "destination unreachable", 2: "packet too big", 3: "time exce
                 134: "router advertisement", 135: "neighbour solicitation",
                 136: "neighbour advertisement", 137: "redirect", 143: "MLDv2 report",
                 **ICMPV6_REQUESTS}
+# Neighbour discovery and multicast listener messages: the LAN talking to itself.
+ICMPV6_HOUSEKEEPING = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
 
 # UDP from these source ports is a late reply or a reflection, not a probe.
 DEFAULT_REPLY_PORTS = {53: "DNS", 67: "DHCP server", 68: "DHCP client", 123: "NTP",
@@ -150,11 +152,24 @@ class Policy:
         return cls(**kwargs)
 
 
+# What a record is, beyond attempt or not: the categories `f2b-ext report` counts.
+ATTEMPT = "attempt"
+BACKSCATTER = "backscatter"          # TCP ACK/RST answering a packet forged with our address
+ICMP_ANSWER = "icmp answer"          # ICMP reply or error: answers somebody's packet
+REPLY_PORT = "reply port"            # UDP from a reply port
+OWN_REPLY = "own reply"              # this host's own TCP answer, logged on output
+TO_MANY = "multicast/broadcast"
+NOT_READ = "not read"                # other direction or protocol than the filter reads
+OTHER = "other"                      # housekeeping, truncated headers, nobody to ban
+NOT_NETFILTER = "not netfilter"
+
+
 @dataclass(frozen=True)
 class Verdict:
     attempt: bool
     reason: str                     # a short phrase a person can read
     record: Optional[Record] = None
+    kind: str = OTHER               # one of the categories above
 
     @property
     def remote(self) -> Optional[Address]:
@@ -378,42 +393,44 @@ def _not_to_us_alone(rec: Record) -> Optional[str]:
     return None
 
 
-def _tcp(rec: Record, policy: Policy) -> tuple[bool, str]:
+def _tcp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.flags is None:
-        return False, "TCP header not logged (fragment or truncated)"
+        return OTHER, "TCP header not logged (fragment or truncated)"
     if rec.direction == "out":
         if TCP_OPEN_FLAG in rec.flags and not rec.flags & TCP_ANSWER_FLAGS:
-            return True, "new outbound TCP connection"
+            return ATTEMPT, "new outbound TCP connection"
         if rec.flags & TCP_ANSWER_FLAGS:
-            return False, "this host's own TCP reply (" + " ".join(sorted(rec.flags)) + ")"
-        return False, "outbound TCP, not a new connection"
+            return OWN_REPLY, "this host's own TCP reply (" + " ".join(sorted(rec.flags)) + ")"
+        return OTHER, "outbound TCP, not a new connection"
     if policy.mode == "aggressive":
-        return True, "TCP " + (" ".join(f for f in TCP_FLAG_ORDER if f in rec.flags) or "NULL") \
+        return ATTEMPT, "TCP " + (" ".join(f for f in TCP_FLAG_ORDER if f in rec.flags) or "NULL") \
             + " (aggressive mode)"
     if rec.flags & TCP_ANSWER_FLAGS:
-        return False, "backscatter: TCP " + " ".join(
+        return BACKSCATTER, "backscatter: TCP " + " ".join(
             f for f in TCP_FLAG_ORDER if f in rec.flags) + " answers a packet we never sent"
-    return True, "TCP " + (" ".join(f for f in TCP_FLAG_ORDER if f in rec.flags) or "NULL")
+    return ATTEMPT, "TCP " + (" ".join(f for f in TCP_FLAG_ORDER if f in rec.flags) or "NULL")
 
 
-def _udp(rec: Record, policy: Policy) -> tuple[bool, str]:
+def _udp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.spt is None:
-        return False, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
     if rec.spt in policy.reply_ports:
         name = DEFAULT_REPLY_PORTS.get(rec.spt, "reply")
-        return False, f"reply port: UDP from port {rec.spt} ({name}) is a late reply or reflection"
-    return True, f"{rec.proto} to port {rec.dpt}"
+        return REPLY_PORT, f"reply port: UDP from port {rec.spt} ({name}) is a late reply or reflection"
+    return ATTEMPT, f"{rec.proto} to port {rec.dpt}"
 
 
-def _icmp(rec: Record, policy: Policy) -> tuple[bool, str]:
+def _icmp(rec: Record, policy: Policy) -> tuple[str, str]:
     requests, names = (ICMP_REQUESTS, ICMP_NAMES) if rec.proto == "ICMP" \
         else (ICMPV6_REQUESTS, ICMPV6_NAMES)
     if rec.icmp_type is None:
-        return False, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
     name = names.get(rec.icmp_type, f"type {rec.icmp_type}")
     if rec.icmp_type in requests:
-        return True, f"{rec.proto} {name}"
-    return False, f"{rec.proto} {name}: an answer or error, never an attempt"
+        return ATTEMPT, f"{rec.proto} {name}"
+    if rec.proto == "ICMPv6" and rec.icmp_type in ICMPV6_HOUSEKEEPING:
+        return OTHER, f"ICMPv6 {name}: LAN housekeeping, never an attempt"
+    return ICMP_ANSWER, f"{rec.proto} {name}: an answer or error, never an attempt"
 
 
 PROTOCOL_RULES = {"TCP": _tcp, "UDP": _udp, "UDPLITE": _udp, "ICMP": _icmp, "ICMPv6": _icmp}
@@ -427,32 +444,32 @@ def protocol_name(proto: str) -> str:
 def classify(rec: Optional[Record], policy: Policy = Policy()) -> Verdict:
     """Is this record an attempt by its remote party, under `policy`?"""
     if rec is None:
-        return Verdict(False, "not a netfilter LOG line")
+        return Verdict(False, "not a netfilter LOG line", kind=NOT_NETFILTER)
     if policy.direction != "any" and rec.direction != policy.direction:
-        return Verdict(False, f"direction {rec.direction}, filter reads {policy.direction}", rec)
+        return Verdict(False, f"direction {rec.direction}, filter reads {policy.direction}", rec, NOT_READ)
     why = _not_to_us_alone(rec)
     if why:
-        return Verdict(False, why, rec)
+        return Verdict(False, why, rec, TO_MANY)
     if rec.remote in UNSPECIFIED:
-        return Verdict(False, "unspecified address, nobody to ban", rec)
+        return Verdict(False, "unspecified address, nobody to ban", rec, OTHER)
     if policy.protocols is not None and rec.proto not in policy.protocols:
         return Verdict(False, f"protocol {protocol_name(rec.proto)}, filter reads "
-                              + "|".join(sorted(policy.protocols)), rec)
+                              + "|".join(sorted(policy.protocols)), rec, NOT_READ)
     rule = PROTOCOL_RULES.get(rec.proto)
     if rule:
-        attempt, reason = rule(rec, policy)
+        kind, reason = rule(rec, policy)
     elif rec.proto in NEVER_ATTEMPT_PROTOCOLS:
-        attempt, reason = False, f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping"
+        kind, reason = OTHER, f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping"
     elif rec.proto.isdigit() or rec.proto in ("ESP", "AH"):
-        attempt, reason = True, f"protocol {protocol_name(rec.proto)} sent unsolicited"
+        kind, reason = ATTEMPT, f"protocol {protocol_name(rec.proto)} sent unsolicited"
     else:
-        attempt, reason = False, f"unknown protocol {rec.proto!r}"
-    return Verdict(attempt, reason, rec)
+        kind, reason = OTHER, f"unknown protocol {rec.proto!r}"
+    return Verdict(kind == ATTEMPT, reason, rec, kind)
 
 
 def judge_line(line: str, policy: Policy = Policy()) -> Verdict:
     """A whole log line in, a verdict out."""
     split = kernel_message(line)
     if split is None:
-        return Verdict(False, "not a kernel line")
+        return Verdict(False, "not a kernel line", kind=NOT_NETFILTER)
     return classify(parse_message(split[1], policy.logprefix), policy)
