@@ -340,6 +340,101 @@ def cmd_report(args) -> int:
     return 0
 
 
+# --- talking to the running fail2ban -------------------------------------------------
+
+DEFAULT_SOCKET = "/var/run/fail2ban/fail2ban.sock"
+
+
+def _socket_path(args) -> str:
+    """--socket, else what fail2ban-client would use: `socket` in CONFDIR/fail2ban.conf(.local)."""
+    if args.socket:
+        return args.socket
+    try:
+        from fail2ban.client.fail2banreader import Fail2banReader
+    except ImportError:
+        raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+    if not Path(args.conf, "fail2ban.conf").is_file():
+        raise CliError(f"{args.conf}/fail2ban.conf not found: is fail2ban installed? (or give --socket)")
+    reader = Fail2banReader(basedir=args.conf)
+    reader.read()
+    return reader.getEarlyOptions().get("socket") or DEFAULT_SOCKET
+
+
+class Fail2ban:
+    """A connection to the running fail2ban-server, over fail2ban's own client protocol
+    (what fail2ban-client speaks); every failure is a one-line CliError."""
+
+    def __init__(self, sock: str, timeout: float = 10):
+        import socket as _socket
+        from . import install as plan
+        try:
+            from fail2ban.client.csocket import CSocket
+        except ImportError:
+            raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+        self.sock = sock
+        try:
+            self.client = CSocket(sock, timeout=timeout)
+        except FileNotFoundError:
+            raise CliError(f"fail2ban is not running: no socket at {sock} (systemctl start fail2ban)") from None
+        except ConnectionRefusedError:
+            raise CliError(f"fail2ban is not running: nobody listens on {sock} (systemctl start fail2ban)") from None
+        except PermissionError:
+            raise CliError(f"permission denied on {sock}: run as root (fail2ban's socket is root's)") from None
+        except _socket.timeout:
+            raise CliError(f"fail2ban did not answer on {sock}") from None
+        except OSError as exc:
+            raise CliError(f"cannot reach fail2ban at {sock}: {exc.strerror or exc}") from None
+        problem = plan.version_problem(str(self.ask("version")))
+        if problem:
+            raise CliError(problem)
+
+    def ask(self, *command):
+        import socket as _socket
+        try:
+            code, value = self.client.send(list(command))
+        except (_socket.timeout, OSError, EOFError) as exc:
+            raise CliError(f"fail2ban stopped answering on {self.sock}: {exc}") from None
+        if code != 0:
+            raise CliError(f"fail2ban refused `{' '.join(command)}`: {value}")
+        return value
+
+    def jails(self) -> list[str]:
+        status = dict(self.ask("status"))
+        return [j.strip() for j in status.get("Jail list", "").split(",") if j.strip()]
+
+    def close(self):
+        self.client.close()
+
+
+def cmd_schedule(args) -> int:
+    from . import schedule
+    f2b = Fail2ban(_socket_path(args))
+    try:
+        jails = [j for j in f2b.jails() if not args.jail or j in args.jail]
+        missing = set(args.jail or ()) - set(jails)
+        if missing:
+            raise CliError(f"no such jail: {', '.join(sorted(missing))}")
+        bans = []
+        for jail in jails:
+            escalating = schedule.ESCALATING_ACTION in f2b.ask("get", jail, "actions")
+            for line in f2b.ask("get", jail, "banip", "--with-time"):
+                ban = schedule.parse_ban(jail, line, escalating)
+                if ban:
+                    bans.append(ban)
+    finally:
+        f2b.close()
+    now = time.time()
+    if args.json:
+        import json
+        json.dump(schedule.as_json(bans, now), sys.stdout, indent=1)
+        print()
+        return 0
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
+    for line in schedule.render(bans, now, jails, width=width, style=Style(sys.stdout, args.color)):
+        print(line)
+    return 0
+
+
 # --- demo -----------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -391,6 +486,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hosts", type=int, default=5, metavar="N",
                    help="attacking hosts that make a /24 (/64) a candidate subnet (default 5, as subnet-escalate)")
     r.set_defaults(func=cmd_report)
+
+    sc = sub.add_parser("schedule", help="every ban of every jail and when it ends, as a timeline",
+                        description="Ask the running fail2ban for every jail's bans (fail2ban-client's "
+                                    "`get JAIL banip --with-time`) and draw them on one time axis, soonest "
+                                    "end first; subnets that subnet-escalate banned are marked.")
+    sc.add_argument("jail", nargs="*", help="only these jails (default: all)")
+    sc.add_argument("--socket", metavar="PATH", help="fail2ban's socket (default: from CONFDIR/fail2ban.conf)")
+    sc.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
+    sc.add_argument("--json", action="store_true", help="machine-readable output")
+    sc.set_defaults(func=cmd_schedule)
 
     for name, helptext in (("install", "copy the filters, actions and jails into /etc/fail2ban and validate"),
                            ("uninstall", "remove exactly what install put there")):

@@ -18,6 +18,7 @@ Nothing here does I/O.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -236,6 +237,7 @@ def _number(text: Optional[str]) -> Optional[int]:
     return int(text) if text is not None and _NUM.fullmatch(text) else None
 
 
+@functools.lru_cache(maxsize=65536)      # logs repeat addresses (the server's own in every line)
 def _address(text: Optional[str]) -> Optional[Address]:
     """The kernel prints IPv4 dotted and IPv6 fully expanded (%pI6)."""
     if text is None or not (_IPV4.fullmatch(text) or _IPV6_FULL.fullmatch(text)):

@@ -18,6 +18,7 @@ counts are approximate and by how much at most. `summary()` returns plain data (
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -124,6 +125,12 @@ def parse_since(text: str, now: float) -> float:
     return when.timestamp()
 
 
+@functools.lru_cache(maxsize=65536)
+def _prefix_of(address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The /24 (/64) an attacking address falls in."""
+    return ipaddress.ip_network((address, PREFIX[address.version]), strict=False)
+
+
 class Report:
     def __init__(self, now: float | None = None, since: float | None = None, tz=None,
                  policy: nf.Policy = nf.Policy(direction="any"), hosts: int = HOSTS,
@@ -171,7 +178,7 @@ class Report:
         if verdict.attempt and rec.direction == "in":
             self.sources.add(remote)
             self.ports[(rec.dpt, nf.protocol_name(rec.proto))] += 1
-            net = ipaddress.ip_network((remote, PREFIX[remote.version]), strict=False)
+            net = _prefix_of(remote)
             members = self.subnets.add(net)
             if len(members) < MAX_HOSTS_PER_PREFIX:
                 members.add(remote)
