@@ -435,6 +435,116 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+# --- check ------------------------------------------------------------------------------
+
+def _configured_jails(conf: str) -> list:
+    """The enabled jails as fail2ban's own JailsReader reads CONFDIR."""
+    from . import check
+    try:
+        from fail2ban.client.jailsreader import JailsReader
+    except ImportError:
+        raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+    if not Path(conf, "jail.conf").is_file():
+        raise CliError(f"{conf}/jail.conf not found: is fail2ban installed? (or give --conf)")
+    reader = JailsReader(basedir=conf, force_enable=False)
+    if not reader.read() or not reader.getOptions():
+        raise CliError(f"fail2ban cannot read the jails in {conf}: see `fail2ban-client -c {conf} -t`")
+    jails = []
+    for jail in reader.jails:
+        o = jail.options
+        jails.append(check.JailView(
+            name=jail.getName(), filter=parse_filter_spec(o.get("filter") or "")[0] if o.get("filter") else "",
+            backend=str(o.get("backend") or "auto"),
+            logpaths=tuple(p.strip() for p in str(o.get("logpath") or "").splitlines() if p.strip()),
+            actions=tuple(check.action_stem(a) for a in str(o.get("action") or "").splitlines() if a.strip()),
+            ignoreip=tuple(str(o.get("ignoreip") or "").replace(",", " ").split()),
+            ignoreself=str(o.get("ignoreself", True)).lower() not in ("false", "no", "0", "off")))
+    return jails
+
+
+def _machine(conf: str):
+    """Everything `check` looks at, as plain data."""
+    import glob
+    import subprocess
+    from . import check
+    m = check.Machine(jails=_configured_jails(conf))
+    texts = []
+    for path in ["/etc/rsyslog.conf", *sorted(glob.glob("/etc/rsyslog.d/*.conf"))]:
+        try:
+            texts.append(Path(path).read_text(errors="replace"))
+        except OSError:
+            pass
+    m.kernel_only_logs = check.imklog_only_files(texts)
+    nft = shutil.which("nft")
+    if nft:
+        r = subprocess.run([nft, "list", "ruleset"], capture_output=True, text=True)
+        if r.returncode == 0:
+            m.log_rules, m.nflog_rules = check.nft_log_rules(r.stdout)
+        else:
+            m.ruleset_readable = False
+    for tool in ("iptables-legacy-save", "ip6tables-legacy-save"):
+        exe = shutil.which(tool)
+        if exe:
+            r = subprocess.run([exe], capture_output=True, text=True)
+            rules, nflog = check.iptables_log_rules(r.stdout, tool.replace("-save", ""))
+            m.log_rules += rules
+            m.nflog_rules += nflog
+    try:
+        m.loggers = check.nf_log_loggers(Path("/proc/net/netfilter/nf_log").read_text())
+    except OSError:
+        m.loggers = {}
+    release = os.uname().release
+    m.logger_available = any(name in check.SYSLOG_LOGGERS for name in m.loggers.values()) or any(
+        Path(p).exists() for mod in check.SYSLOG_LOGGERS
+        for p in (f"/sys/module/{mod}", *glob.glob(f"/lib/modules/{release}/kernel/net/*/netfilter/{mod}.ko*"),
+                  *glob.glob(f"/lib/modules/{release}/kernel/net/netfilter/{mod}.ko*")))
+    # the kernel registers nf_log_all_netns in the initial namespace only: its absence
+    # (where the rest of net/netfilter is) means this is a container's namespace
+    sysctl = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+    m.init_netns = sysctl.exists() or not sysctl.parent.is_dir()
+    try:
+        m.all_netns = sysctl.read_text().strip() == "1" if m.init_netns else None
+    except OSError:
+        m.all_netns = None
+    m.own_addresses = tuple(_own_addresses())
+    return m
+
+
+def _own_addresses():
+    import json
+    import subprocess
+    r = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return []
+    out = []
+    for iface in json.loads(r.stdout or "[]"):
+        for a in iface.get("addr_info", []):
+            addr = ipaddress.ip_address(a["local"])
+            if not (addr.is_loopback or addr.is_link_local):
+                out.append(addr)
+    return out
+
+
+def cmd_check(args) -> int:
+    from . import check
+    found = check.findings(_machine(args.conf))
+    if args.json:
+        import json
+        from dataclasses import asdict
+        json.dump([asdict(f) for f in found], sys.stdout, indent=1)
+        print()
+    else:
+        out = Style(sys.stdout, args.color)
+        label = {check.PROBLEM: out.red("PROBLEM"), check.WARNING: out.bold("warning"), check.OK: out.green("ok     ")}
+        for f in found:
+            if f.level == check.OK and args.quiet:
+                continue
+            print(f"{label[f.level]}  {f.subject}: {f.message}" + (f"  -> fix: {f.fix}" if f.fix else ""))
+        problems = sum(f.level == check.PROBLEM for f in found)
+        print(out.red(f"{problems} problem{'s' if problems > 1 else ''}") if problems else out.green("no problems found"))
+    return 1 if any(f.level == check.PROBLEM for f in found) else 0
+
+
 # --- demo -----------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -496,6 +606,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
     sc.add_argument("--json", action="store_true", help="machine-readable output")
     sc.set_defaults(func=cmd_schedule)
+
+    c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",
+                       description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
+                                   "firewall ruleset and the kernel's logging state, and print one line per "
+                                   "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
+                                   "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
+                                   "subnet escalation without a ban action that holds subnets. Exit 1 if "
+                                   "there is a problem.")
+    c.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("-q", "--quiet", action="store_true", help="only problems and warnings")
+    c.set_defaults(func=cmd_check)
 
     for name, helptext in (("install", "copy the filters, actions and jails into /etc/fail2ban and validate"),
                            ("uninstall", "remove exactly what install put there")):

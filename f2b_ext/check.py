@@ -1,0 +1,260 @@
+"""`f2b-ext check`: what would keep the jails from seeing attacks, or from banning them.
+
+How it works: the adapter (cli) gathers plain data: the enabled jails as fail2ban's own
+JailsReader reads them, the rsyslog configuration, the live ruleset (`nft list ruleset`,
+and `iptables-legacy-save` where legacy rules exist), the kernel's nf_log state and this
+machine's addresses. `findings()` turns that into `Finding`s, one line each with a fix.
+The rules are tables below; nothing here does I/O.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+PROBLEM, WARNING, OK = "problem", "warning", "ok"
+
+# Ban actions (action.d stems) by whether they can hold a subnet (fail2ban 1.0.2):
+# iptables takes "-s 203.0.113.0/24"; stock nftables sets lack `flags interval` (fixed in
+# 1.1.1) and stock ipset actions create hash:ip sets, so a /24 ban fails there.
+SUBNET_CAPABLE = frozenset({"nftset", "ipset-net", "iptables", "iptables-multiport", "iptables-allports",
+                            "iptables-new", "iptables-multiport-log", "firewallcmd-rich-rules",
+                            "firewallcmd-rich-logging", "ufw", "route", "shorewall"})
+HOSTS_ONLY = frozenset({"nftables", "nftables-multiport", "nftables-allports", "iptables-ipset",
+                        "iptables-ipset-proto4", "iptables-ipset-proto6", "iptables-ipset-proto6-allports",
+                        "firewallcmd-ipset", "firewallcmd-allports", "firewallcmd-multiport",
+                        "firewallcmd-new", "shorewall-ipset-proto6", "pf", "ipfw"})
+ESCALATING_ACTION = "subnet-escalate"
+# Actions that only report or mail, never block: they do not count as a ban action.
+NON_BLOCKING_PREFIXES = ("sendmail", "mail", "complain", "abuseipdb", "badips", "blocklist_de",
+                         "cloudflare", "dummy", "xarf", "smtp", "apprise", "helpers-common")
+
+# A LOG rate limit slower than this hides attacks (a scan sends hundreds of packets a second).
+LIMIT_HIDES = 1 / 60          # below one line a minute: most attacks never get logged
+LIMIT_THINS = 10.0            # below ten a second: fail2ban sees a fraction of a scan
+RATE_UNITS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600,
+              "day": 86400, "d": 86400, "week": 604800}
+IPTABLES_DEFAULT_LIMIT = "3/hour"
+
+# Kernel loggers that print LOG lines in the format the filter reads.
+SYSLOG_LOGGERS = ("nf_log_syslog", "nf_log_ipv4", "nf_log_ipv6")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    subject: str
+    message: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class JailView:
+    """What check needs of one enabled jail."""
+    name: str
+    filter: str                        # filter name, e.g. "netfilter"
+    backend: str
+    logpaths: tuple = ()
+    actions: tuple = ()                # action.d stems, e.g. ("nftset", "subnet-escalate")
+    ignoreip: tuple = ()
+    ignoreself: bool = True
+
+
+@dataclass(frozen=True)
+class LogRule:
+    where: str                         # "nft inet filter input" / "iptables-legacy filter INPUT"
+    text: str
+    per_second: float | None           # rate limit in lines per second; None: unlimited
+
+
+@dataclass
+class Machine:
+    jails: list = field(default_factory=list)
+    kernel_only_logs: set = field(default_factory=set)   # files rsyslog fills from imklog alone
+    log_rules: list = field(default_factory=list)
+    nflog_rules: int = 0
+    loggers: dict = field(default_factory=dict)          # family number -> bound logger name
+    logger_available: bool = True                        # nf_log_syslog loaded, built in or installable
+    init_netns: bool = True
+    all_netns: bool | None = False                       # net.netfilter.nf_log_all_netns; None: unknown
+    own_addresses: tuple = ()
+    ruleset_readable: bool = True
+
+
+# --- parsing plain text -----------------------------------------------------------------
+
+_RATE = re.compile(r"(\d+)\s*/\s*([a-z]+)")
+
+
+def rate_per_second(text: str) -> float | None:
+    """'3/hour' -> 0.000833; None if unreadable."""
+    m = _RATE.fullmatch(text.strip())
+    if not m or m.group(2) not in RATE_UNITS:
+        return None
+    return int(m.group(1)) / RATE_UNITS[m.group(2)]
+
+
+def nft_log_rules(ruleset: str) -> tuple[list[LogRule], int]:
+    """LOG rules in `nft list ruleset` text (iptables-nft rules included), and the number
+    of NFLOG (log group N) rules, which go to ulogd, not to the kernel log."""
+    rules, nflog, table, chain = [], 0, "", ""
+    for line in ruleset.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "table" and len(words) >= 3:
+            table = " ".join(words[1:3])
+        elif words[0] == "chain" and len(words) >= 2:
+            chain = words[1]
+        elif re.search(r"(?:^|\s)log(?:\s|$)", line):
+            if re.search(r"\blog\b[^#]*\bgroup\s+\d+", line):
+                nflog += 1
+                continue
+            m = re.search(r"limit rate (?:over )?(\d+\s*/\s*[a-z]+)", line)
+            rules.append(LogRule(f"nft {table} {chain}".strip(), line.strip(),
+                                 rate_per_second(m.group(1)) if m else None))
+    return rules, nflog
+
+
+def iptables_log_rules(save: str, tool: str = "iptables-legacy") -> tuple[list[LogRule], int]:
+    """LOG rules in iptables-save text. `-m limit` without --limit is 3/hour."""
+    rules, nflog, table = [], 0, ""
+    for line in save.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("-A "):
+            if re.search(r"-j NFLOG\b", line):
+                nflog += 1
+            elif re.search(r"-j LOG\b", line):
+                rate = None
+                if re.search(r"-m limit\b", line):
+                    m = re.search(r"--limit (\S+)", line)
+                    rate = rate_per_second(m.group(1) if m else IPTABLES_DEFAULT_LIMIT)
+                rules.append(LogRule(f"{tool} {table} {line.split()[1]}", line.strip(), rate))
+    return rules, nflog
+
+
+def imklog_only_files(configs: list[str]) -> set[str]:
+    """Files that rsyslog fills inside an `if $inputname == "imklog"` block (RainerScript),
+    the only lines no local process can forge."""
+    files = set()
+    for text in configs:
+        for m in re.finditer(r'if\s+\$inputname\s*==\s*"imklog"[^{]*\{(?P<body>[^}]*)\}', text):
+            files.update(re.findall(r'file\s*=\s*"([^"]+)"', m.group("body")))
+    return files
+
+
+def nf_log_loggers(proc_nf_log: str) -> dict[int, str]:
+    """/proc/net/netfilter/nf_log ('%2d %s (%s)'): family -> bound logger ('NONE' if none)."""
+    out = {}
+    for line in proc_nf_log.splitlines():
+        m = re.match(r"\s*(\d+)\s+(\S+)", line)
+        if m:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def action_stem(spec: str) -> str:
+    """'nftset.py[direction=in]' / 'iptables-multiport[name=x]' -> 'nftset' / 'iptables-multiport'."""
+    name = spec.strip().split("[", 1)[0].strip()
+    return name[:-3] if name.endswith(".py") else name
+
+
+# --- deciding ---------------------------------------------------------------------------
+
+def _covered(addr, ignoreip: tuple) -> bool:
+    for item in ignoreip:
+        try:
+            if addr in ipaddress.ip_network(item, strict=False):
+                return True
+        except ValueError:
+            continue        # a host name or a file: fail2ban resolves it, we cannot
+    return False
+
+
+def jail_findings(j: JailView, m: Machine) -> list[Finding]:
+    out = []
+    if j.backend.startswith("systemd"):
+        out.append(Finding(OK, j.name, "reads the journal's kernel transport (unforgeable)"))
+    else:
+        for path in j.logpaths:
+            if path in m.kernel_only_logs:
+                out.append(Finding(OK, j.name, f"reads {path}, which rsyslog fills from the kernel alone"))
+            else:
+                out.append(Finding(PROBLEM, j.name, f"reads {path}: any local user can write kernel-looking lines "
+                                   "there (`logger -p kern.warn -t kernel ...`) and get any address banned",
+                                   "read /var/log/netfilter.log (`f2b-ext install` adds its rsyslog rule) "
+                                   "or set backend = systemd"))
+    if not j.ignoreself:
+        missing = [str(a) for a in m.own_addresses if not _covered(a, j.ignoreip)]
+        if missing:
+            out.append(Finding(PROBLEM, j.name, f"ignoreself = false and ignoreip lacks this machine's "
+                               f"{', '.join(missing)}", "set ignoreself = true (fail2ban's default) or add them to ignoreip"))
+    if ESCALATING_ACTION in j.actions:
+        bans = [a for a in j.actions if a != ESCALATING_ACTION and not a.startswith(NON_BLOCKING_PREFIXES)]
+        hosts_only = [a for a in bans if a in HOSTS_ONLY]
+        unknown = [a for a in bans if a not in HOSTS_ONLY and a not in SUBNET_CAPABLE]
+        if not bans:
+            out.append(Finding(PROBLEM, j.name, "subnet-escalate has no ban action beside it: nothing blocks",
+                               "add nftset.py (or ipset-net.py) to the jail's action"))
+        elif hosts_only:
+            out.append(Finding(PROBLEM, j.name, f"subnet-escalate bans /24s, but {', '.join(hosts_only)} "
+                               "cannot hold a subnet in fail2ban 1.0.2 (the ban fails)",
+                               "use nftset.py (nftables) or ipset-net.py (iptables) as the ban action"))
+        elif unknown:
+            out.append(Finding(WARNING, j.name, f"cannot tell whether {', '.join(unknown)} holds subnets",
+                               "nftset.py and ipset-net.py do; test with `fail2ban-client set JAIL banip 192.0.2.0/24`"))
+    return out
+
+
+def findings(m: Machine) -> list[Finding]:
+    out: list[Finding] = []
+    ours = [j for j in m.jails if j.filter == "netfilter" or j.name.startswith("f2b-ext-")]
+    if not ours:
+        out.append(Finding(WARNING, "jails", "no enabled jail reads kernel firewall lines",
+                           "enable one in jail.local, e.g. [f2b-ext-inbound] enabled = true"))
+    for j in ours:
+        out.extend(jail_findings(j, m))
+
+    if not m.ruleset_readable:
+        out.append(Finding(WARNING, "ruleset", "cannot read the firewall ruleset (needs root)", "run f2b-ext check as root"))
+    elif not m.log_rules:
+        out.append(Finding(PROBLEM, "ruleset", "no LOG rule: the kernel logs no dropped packet, so no jail sees one"
+                           + (f" ({m.nflog_rules} NFLOG rules go to ulogd, not to the kernel log)" if m.nflog_rules else ""),
+                           'log before you drop: nft `log prefix "FINAL_REJECT: "`, `ufw logging on`, '
+                           "or `firewall-cmd --set-log-denied=all`"))
+    flagged = 0
+    for rule in m.log_rules:
+        flagged += rule.per_second is not None and rule.per_second < LIMIT_THINS
+        if rule.per_second is not None and rule.per_second < LIMIT_HIDES:
+            out.append(Finding(PROBLEM, rule.where, f"LOG rule limited to {_rate(rule.per_second)} "
+                               f"(iptables' -m limit default is {IPTABLES_DEFAULT_LIMIT}): most attacks never get logged",
+                               "drop the limit, or raise it to tens per second with a burst"))
+        elif rule.per_second is not None and rule.per_second < LIMIT_THINS:
+            out.append(Finding(WARNING, rule.where, f"LOG rule limited to {_rate(rule.per_second)}: a scan "
+                               "outruns it and fail2ban sees a fraction", "raise the limit to tens per second"))
+    if m.log_rules and not flagged:
+        out.append(Finding(OK, "ruleset", f"{len(m.log_rules)} LOG rules, none rate-limited into silence"))
+
+    if not m.logger_available:
+        out.append(Finding(PROBLEM, "kernel", "no netfilter syslog logger (nf_log_syslog) in this kernel: "
+                           "LOG rules print nothing", "install the kernel's modules package, or `modprobe nf_log_syslog`"))
+    if not m.init_netns and m.all_netns is False:
+        out.append(Finding(PROBLEM, "kernel", "this runs in a network namespace (a container?) and "
+                           "net.netfilter.nf_log_all_netns = 0: the kernel discards LOG output here",
+                           "on the host: sysctl -w net.netfilter.nf_log_all_netns=1"))
+    elif not m.init_netns and m.all_netns is None:
+        out.append(Finding(WARNING, "kernel", "this runs in a network namespace (a container?): the kernel "
+                           "discards LOG output here unless the host set net.netfilter.nf_log_all_netns = 1, "
+                           "which cannot be read from inside", "on the host: sysctl net.netfilter.nf_log_all_netns"))
+    if m.logger_available and (m.init_netns or m.all_netns):
+        out.append(Finding(OK, "kernel", "LOG rules reach the kernel log"))
+    return out
+
+
+def _rate(per_second: float) -> str:
+    for unit, size in (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)):
+        n = per_second * size
+        if n >= 1:
+            return f"{n:g}/{unit}"
+    return f"{per_second * 604800:g}/week"

@@ -1,0 +1,209 @@
+"""`f2b-ext check`: the rule tables and text parsers (pure), then the command run inside
+a lab namespace on fail2ban configurations and rulesets that have each problem."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, is_root
+from f2b_ext import check
+
+# --- parsers -----------------------------------------------------------------------------
+
+NFT = """table ip filter {
+	chain INPUT {
+		type filter hook input priority filter; policy accept;
+		limit rate 3/hour burst 5 packets counter packets 0 bytes 0 log prefix "UNKNOWN_INCOMING: "
+		counter packets 0 bytes 0 log group 2
+	}
+}
+table inet fw {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		log prefix "FINAL_REJECT: " reject
+		limit rate 5/second log prefix "THIN: " drop
+	}
+}
+"""
+
+
+def test_nft_log_rules():
+    rules, nflog = check.nft_log_rules(NFT)
+    assert nflog == 1
+    assert [(r.where, r.per_second) for r in rules] == [
+        ("nft ip filter INPUT", 3 / 3600), ("nft inet fw input", None), ("nft inet fw input", 5.0)]
+
+
+def test_iptables_log_rules_know_the_limit_default():
+    save = """*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -m limit -j LOG --log-prefix "A: "
+-A INPUT -m limit --limit 1/s -j LOG --log-prefix "[IPTABLES REJECT]: "
+-A INPUT -j LOG
+-A INPUT -j NFLOG --nflog-group 1
+COMMIT
+"""
+    rules, nflog = check.iptables_log_rules(save)
+    assert nflog == 1
+    assert [r.per_second for r in rules] == [3 / 3600, 1.0, None]
+    assert rules[0].where == "iptables-legacy filter INPUT"
+
+
+def test_imklog_only_files():
+    shipped = (ROOT / "rsyslog.d" / "f2b-ext-netfilter.conf").read_text()
+    assert check.imklog_only_files([shipped]) == {"/var/log/netfilter.log"}
+    debian = 'module(load="imklog")\nkern.*\t\t\t\t-/var/log/kern.log\n*.*;auth,authpriv.none\t\t-/var/log/syslog\n'
+    assert check.imklog_only_files([debian]) == set()
+
+
+@pytest.mark.parametrize("text, rate", [("3/hour", 3 / 3600), ("10/second", 10), ("1/min", 1 / 60),
+                                        ("2/day", 2 / 86400), ("x/hour", None), ("3/fortnight", None)])
+def test_rate_per_second(text, rate):
+    assert check.rate_per_second(text) == rate
+
+
+def test_nf_log_loggers():
+    text = " 0 NONE (nfnetlink_log)\n 2 nf_log_syslog (nf_log_syslog,nfnetlink_log)\n10 NONE (nf_log_syslog)\n"
+    assert check.nf_log_loggers(text) == {0: "NONE", 2: "nf_log_syslog", 10: "NONE"}
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+OWN = (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8:f2b::1"))
+
+
+def jail(**kw):
+    base = dict(name="f2b-ext-inbound", filter="netfilter", backend="auto", logpaths=("/var/log/netfilter.log",),
+                actions=("nftset", "subnet-escalate"), ignoreip=("127.0.0.1/8", "::1"), ignoreself=True)
+    return check.JailView(**{**base, **kw})
+
+
+def machine(**kw):
+    base = dict(jails=[jail()], kernel_only_logs={"/var/log/netfilter.log"},
+                log_rules=[check.LogRule("nft inet fw input", "log", None)], own_addresses=OWN)
+    return check.Machine(**{**base, **kw})
+
+
+def problems(m) -> list[str]:
+    return [f"{f.subject}: {f.message}" for f in check.findings(m) if f.level != check.OK]
+
+
+def test_a_good_machine_has_no_problems():
+    assert problems(machine()) == []
+    assert problems(machine(jails=[jail(backend="systemd", logpaths=())])) == []
+
+
+@pytest.mark.parametrize("m, expect", [
+    (machine(jails=[jail(logpaths=("/var/log/kern.log",))]), "f2b-ext-inbound: reads /var/log/kern.log: any local user"),
+    (machine(jails=[jail(name="mine", logpaths=("/var/log/syslog",))]), "mine: reads /var/log/syslog"),
+    (machine(log_rules=[]), "ruleset: no LOG rule"),
+    (machine(log_rules=[], nflog_rules=2), "(2 NFLOG rules go to ulogd"),
+    (machine(log_rules=[check.LogRule("nft ip filter INPUT", "x", 3 / 3600)]), "LOG rule limited to 3/hour"),
+    (machine(log_rules=[check.LogRule("nft ip filter INPUT", "x", 1.0)]), "a scan outruns it"),
+    (machine(logger_available=False), "kernel: no netfilter syslog logger"),
+    (machine(init_netns=False, all_netns=False), "nf_log_all_netns = 0"),
+    (machine(init_netns=False, all_netns=None), "cannot be read from inside"),
+    (machine(jails=[jail(ignoreself=False)]), "ignoreip lacks this machine's 192.0.2.1, 2001:db8:f2b::1"),
+    (machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.0/24",))]), "lacks this machine's 2001:db8:f2b::1"),
+    (machine(jails=[jail(actions=("nftables", "subnet-escalate"))]), "nftables cannot hold a subnet"),
+    (machine(jails=[jail(actions=("iptables-ipset", "subnet-escalate"))]), "iptables-ipset cannot hold"),
+    (machine(jails=[jail(actions=("sendmail-whois", "subnet-escalate"))]), "no ban action beside it"),
+    (machine(jails=[jail(actions=("my-own", "subnet-escalate"))]), "cannot tell whether my-own holds subnets"),
+    (machine(jails=[]), "no enabled jail reads kernel firewall lines"),
+])
+def test_each_problem_is_found(m, expect):
+    assert any(expect in p for p in problems(m)), problems(m)
+
+
+@pytest.mark.parametrize("m", [
+    machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.1", "2001:db8:f2b::/64"))]),
+    machine(jails=[jail(actions=("iptables-multiport", "subnet-escalate"))]),
+    machine(jails=[jail(actions=("nftables",))]),                     # no escalation: hosts are enough
+    machine(log_rules=[check.LogRule("x", "x", 50.0)]),
+    machine(init_netns=False, all_netns=True),
+])
+def test_and_nothing_else(m):
+    assert problems(m) == []
+
+
+def test_every_problem_says_how_to_fix_it():
+    everything = machine(jails=[jail(logpaths=("/var/log/kern.log",), ignoreself=False, actions=("nftables", "subnet-escalate"))],
+                         log_rules=[check.LogRule("r", "x", 0.0001)], logger_available=False, init_netns=False)
+    found = [f for f in check.findings(everything) if f.level == check.PROBLEM]
+    assert len(found) == 6 and all(f.fix for f in found)
+
+
+# --- the command, in a lab namespace ------------------------------------------------------
+
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if not is_root():
+        pytest.skip("needs root for a namespace")
+    from f2b_ext.lab import Lab
+    with Lab() as lab:
+        yield lab
+
+
+def confdir(tmp_path, local: str) -> Path:
+    from f2b_ext.f2b_filter import config_dir
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    for stock in (conf / "jail.d").glob("*"):
+        stock.unlink()
+    config_dir(conf)
+    (conf / "jail.local").write_text(local)
+    return conf
+
+
+def run_check(lab, conf: Path, *extra):
+    return subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-m", "f2b_ext.cli", "check",
+                           "--conf", str(conf), *extra], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.kernel
+def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
+    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nignoreself = false\n"
+                            "banaction_f2b_ext = nftables\n")
+    lab.server_sh("nft", "flush", "ruleset")
+    r = run_check(lab, bad, "--json")
+    assert r.returncode == 1, r.stderr
+    got = {(f["level"], f["subject"], f["message"].split(":")[0]) for f in json.loads(r.stdout)}
+    assert ("problem", "f2b-ext-inbound", "reads /var/log/kern.log") in got
+    assert ("problem", "ruleset", "no LOG rule") in got
+    assert any(s == "f2b-ext-inbound" and m.startswith("ignoreself = false and ignoreip lacks this machine's 192.0.2.1")
+               for _, s, m in got)
+    assert any(s == "f2b-ext-inbound" and "nftables cannot hold a subnet" in m
+               for _, s, m in {(f["level"], f["subject"], f["message"]) for f in json.loads(r.stdout)})
+
+    # iptables' LOG with -m limit and no --limit: 3/hour
+    lab.server_sh("iptables-nft", "-A", "INPUT", "-m", "limit", "-j", "LOG", "--log-prefix", "DROP: ")
+    text = run_check(lab, bad).stdout
+    assert "PROBLEM  nft ip filter INPUT: LOG rule limited to 3/hour" in text and "-> fix:" in text
+
+    # inside a namespace the host's nf_log_all_netns cannot be read: said, with the fix
+    assert "warning  kernel: this runs in a network namespace" in text
+
+    # fixed: the shipped jail as installed, an nft LOG rule without a limit
+    lab.server_sh("nft", "flush", "ruleset")
+    lab.server_sh("nft", "add table inet fw; add chain inet fw input { type filter hook input priority 0; }; "
+                         'add rule inet fw input log prefix "FINAL_REJECT: " drop')
+    good = confdir(tmp_path / "good", "[f2b-ext-inbound]\nenabled = true\nbackend = systemd\n")
+    r = run_check(lab, good)
+    assert r.returncode == 0, r.stdout + r.stderr       # the namespace warning is not a problem
+    assert r.stdout.strip().endswith("no problems found") and "\033[" not in r.stdout
+    assert "ok       f2b-ext-inbound: reads the journal's kernel transport" in r.stdout
+
+
+def test_check_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "check", "--conf", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"f2b-ext: {tmp_path}/jail.conf not found: is fail2ban installed? (or give --conf)\n"
