@@ -40,12 +40,13 @@ test-fast: venv
 demo: venv
 	$(VENV)/bin/f2b-ext demo
 
-# Benchmarks (ban_throughput needs root, about 6 minutes); figures go to BENCHMARKS.md
+# Benchmarks (ban_throughput needs root, about 6 minutes; report_throughput about 7); figures go to BENCHMARKS.md
 # by hand, with the command.
 bench: venv
 	$(PY) bench/filter_throughput.py
 	$(PY) bench/escalation_core.py
 	$(PY) bench/ban_throughput.py
+	$(PY) bench/report_throughput.py
 
 # Regenerate tests/samples/netfilter-captured from the real kernel (root).
 samples: venv

@@ -153,12 +153,14 @@ VERB_STYLE = {"new": "green", "updated": "green", "replaced": "red", "kept": "re
               "removed": "green", "same": "dim", "gone": "dim"}
 
 
-def _installer(args):
+def _run_installer(args, what: str):
+    """(installer, result) of Installer.install or .uninstall; errors as CliError."""
     from .installer import InstallError, Installer
     if os.geteuid() != 0 and args.root == "/" and not args.dry_run:
-        raise CliError("install into / needs root (try --dry-run, or --root DIR)")
+        raise CliError(f"{what} into / needs root (try --dry-run, or --root DIR)")
     try:
-        return Installer(Path(args.root), force=args.force), InstallError
+        installer = Installer(Path(args.root), force=args.force)
+        return installer, getattr(installer, what)(dry_run=args.dry_run)
     except InstallError as exc:
         raise CliError(str(exc)) from None
 
@@ -187,11 +189,7 @@ def _print_steps(out: Style, steps, root: str, verbose: bool):
 
 def cmd_install(args) -> int:
     out = Style(sys.stdout, args.color)
-    installer, InstallError = _installer(args)
-    try:
-        result = installer.install(dry_run=args.dry_run)
-    except InstallError as exc:
-        raise CliError(str(exc)) from None
+    installer, result = _run_installer(args, "install")
     print(out.bold(f"f2b-ext install into {installer.etc}" + (" (dry run: nothing written)" if args.dry_run else "")))
     _print_steps(out, result.steps, args.root, args.verbose)
     for note in result.notes:
@@ -221,11 +219,7 @@ def cmd_install(args) -> int:
 
 def cmd_uninstall(args) -> int:
     out = Style(sys.stdout, args.color)
-    installer, InstallError = _installer(args)
-    try:
-        result = installer.uninstall(dry_run=args.dry_run)
-    except InstallError as exc:
-        raise CliError(str(exc)) from None
+    _, result = _run_installer(args, "uninstall")
     print(out.bold(f"f2b-ext uninstall from {args.root}" + (" (dry run: nothing removed)" if args.dry_run else "")))
     _print_steps(out, result.steps, args.root, True)
     kept = [s for s in result.steps if s.verb == "kept"]
