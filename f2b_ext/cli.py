@@ -286,13 +286,16 @@ def _log_lines(path: Path, progress_stream=sys.stderr):
         progress.close()
 
 
-def _journal_lines(since: float | None):
+def _journal_lines(since: float | None, directory: str | None = None):
     """The journal's kernel-transport records, streamed from journalctl."""
     import subprocess
     exe = shutil.which("journalctl")
     if not exe:
         raise CliError("journalctl not found: --journal needs systemd's journal")
-    cmd = [exe, "_TRANSPORT=kernel", "-o", "short-iso-precise", "--no-pager", "-q"]
+    if directory and not Path(directory).is_dir():
+        raise CliError(f"{directory}: no such directory")
+    cmd = [exe, "_TRANSPORT=kernel", "-o", "short-iso-precise", "--no-pager", "-q",
+           *([f"--directory={directory}"] if directory else [])]
     if since is not None:
         cmd.append(f"--since=@{int(since)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -308,7 +311,8 @@ def _journal_lines(since: float | None):
 
 def cmd_report(args) -> int:
     from . import report
-    if bool(args.logfile) == args.journal:
+    journal = args.journal or bool(args.journal_dir)
+    if bool(args.logfile) == journal:
         raise CliError("give one LOGFILE or --journal")
     now = time.time()
     try:
@@ -316,19 +320,19 @@ def cmd_report(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     rep = report.Report(now=now, since=since, hosts=args.hosts)
-    lines = _journal_lines(since) if args.journal else _log_lines(Path(args.logfile))
+    lines = _journal_lines(since, args.journal_dir) if journal else _log_lines(Path(args.logfile))
     for line in lines:
         rep.feed(line)
     summary = rep.summary(top=args.top)
     if args.json:
         import json
-        summary["source"] = "journal" if args.journal else args.logfile
+        summary["source"] = "journal" if journal else args.logfile
         json.dump(summary, sys.stdout, indent=1)
         print()
         return 0
     out = Style(sys.stdout, args.color)
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
-    for line in report.render(summary, "journal (kernel transport)" if args.journal else args.logfile,
+    for line in report.render(summary, "journal (kernel transport)" if journal else args.logfile,
                               out, width=width):
         print(line)
     return 0
@@ -584,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for escalation and activity per minute. Streams: any size, bounded memory.")
     r.add_argument("logfile", nargs="?", help="the log file (e.g. /var/log/netfilter.log)")
     r.add_argument("--journal", action="store_true", help="read the journal (_TRANSPORT=kernel) instead")
+    r.add_argument("--journal-dir", metavar="DIR", help="read the journal files in DIR (journalctl -D), e.g. a copy")
     r.add_argument("--since", metavar="WHEN", help="only records since an age (30m, 2h, 1d) or a date (2026-11-21T08:00)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")

@@ -165,7 +165,10 @@ try:
     out = subprocess.run(["fail2ban-regex", "-c", confdir, "--raw", "-o", "ip",
                           "systemd-journal[journalpath=/run/log/journal]", "netfilter"],
                          capture_output=True, text=True)
-    print(json.dumps({"transports": transports, "banned": out.stdout.split(), "err": out.stderr[-2000:]}))
+    report = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "report", "--journal-dir", "/run/log/journal",
+                             "--json", "--top", "1000000"], capture_output=True, text=True, cwd=sys.argv[1])
+    print(json.dumps({"transports": transports, "banned": out.stdout.split(), "err": out.stderr[-2000:],
+                      "report": report.stdout, "report_err": report.stderr}))
 finally:
     jd.terminate()
     jd.wait(10)
@@ -185,3 +188,8 @@ def test_journal_kernel_transport_cannot_be_claimed(confdir):
     # the filter's journalmatch (_TRANSPORT=kernel) keeps the real one, neither forgery
     assert real in result["banned"], result["err"]
     assert forged_native not in result["banned"] and forged_syslog not in result["banned"]
+    # and `f2b-ext report --journal` counts the kernel's record, neither forgery (journald
+    # also replays older lab lines from the kernel's buffer: those are real kernel lines)
+    sources = {s["address"]: s["attempts"] for s in json.loads(result["report"] or "{}").get("top_sources", [])}
+    assert sources.get(real, 0) >= 1, result["report_err"]      # earlier runs left theirs in the buffer
+    assert forged_native not in sources and forged_syslog not in sources
