@@ -40,7 +40,7 @@ test-fast: venv
 demo: venv
 	$(VENV)/bin/f2b-ext demo
 
-# Benchmarks (ban_throughput needs root, about 6 minutes; report_throughput about 7); figures go to BENCHMARKS.md
+# Benchmarks (ban_throughput needs root, about 6 minutes); figures go to BENCHMARKS.md
 # by hand, with the command.
 bench: venv
 	$(PY) bench/filter_throughput.py

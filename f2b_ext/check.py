@@ -12,6 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .escalation import ACTION_NAME as ESCALATING_ACTION
+
 PROBLEM, WARNING, OK = "problem", "warning", "ok"
 
 # Ban actions (action.d stems) by whether they can hold a subnet (fail2ban 1.0.2):
@@ -24,7 +26,6 @@ HOSTS_ONLY = frozenset({"nftables", "nftables-multiport", "nftables-allports", "
                         "iptables-ipset-proto4", "iptables-ipset-proto6", "iptables-ipset-proto6-allports",
                         "firewallcmd-ipset", "firewallcmd-allports", "firewallcmd-multiport",
                         "firewallcmd-new", "shorewall-ipset-proto6", "pf", "ipfw"})
-ESCALATING_ACTION = "subnet-escalate"
 # Actions that only report or mail, never block: they do not count as a ban action.
 NON_BLOCKING_PREFIXES = ("sendmail", "mail", "complain", "abuseipdb", "badips", "blocklist_de",
                          "cloudflare", "dummy", "xarf", "smtp", "apprise", "helpers-common")

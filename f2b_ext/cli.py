@@ -257,7 +257,7 @@ class Progress:
 
 
 def _log_lines(path: Path, progress_stream=sys.stderr):
-    """The lines of a log file (plain or .gz), streamed; yields (line, lines so far)."""
+    """The lines of a log file (plain or .gz), streamed, with a progress bar on a terminal."""
     import gzip
     import stat
     try:
@@ -509,18 +509,9 @@ def _machine(conf: str):
 
 
 def _own_addresses():
-    import json
-    import subprocess
-    r = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return []
-    out = []
-    for iface in json.loads(r.stdout or "[]"):
-        for a in iface.get("addr_info", []):
-            addr = ipaddress.ip_address(a["local"])
-            if not (addr.is_loopback or addr.is_link_local):
-                out.append(addr)
-    return out
+    """This machine's addresses that a remote could know it by (not loopback, not link-local)."""
+    from .f2b_action import own_addresses
+    return [a for a in map(ipaddress.ip_address, own_addresses()) if not (a.is_loopback or a.is_link_local)]
 
 
 def cmd_check(args) -> int:

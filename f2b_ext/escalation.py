@@ -70,6 +70,9 @@ DEFAULT_LADDER = {4: ((24, 5), (16, 3)), 6: ((64, 5), (48, 3))}
 DEFAULT_MAXPREFIX = {4: 16, 6: 32}
 HOST_PREFIX = {4: 32, 6: 128}
 
+# The action.d file (and so fail2ban's action name) that runs this core.
+ACTION_NAME = "subnet-escalate"
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import math
+import re
 import time
 from collections import Counter
 from datetime import datetime, timezone
 
 from . import netfilter as nf
-from .escalation import DEFAULT_LADDER, Safety
+from .escalation import DEFAULT_LADDER, Safety, parse_duration
 
 PREFIX = {4: DEFAULT_LADDER[4][0][0], 6: DEFAULT_LADDER[6][0][0]}       # /24, /64
 HOSTS = DEFAULT_LADDER[4][0][1]                                          # 5 hosts
@@ -112,10 +113,9 @@ class StampReader:
 
 def parse_since(text: str, now: float) -> float:
     """'30m', '2h', '1d', '1w' ago, or an ISO date/time ('2026-11-21', '2026-11-21T08:00')."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     text = text.strip()
-    if text[:-1].isdigit() and text[-1:] in units:
-        return now - int(text[:-1]) * units[text[-1]]
+    if re.fullmatch(r"\d+[smhdw]", text):
+        return now - parse_duration(text, "--since")
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

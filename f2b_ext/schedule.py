@@ -15,10 +15,10 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+from .escalation import ACTION_NAME as ESCALATING_ACTION
+
 _BAN = re.compile(r"^(?P<target>\S+)\s+(?P<start>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \+ (?P<length>-?\d+) = "
                   r"(?P<end>\S+ \S+)$")
-PERMANENT = -1
-ESCALATING_ACTION = "subnet-escalate"
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,15 @@ def runner(confdir):
     return get
 
 
+def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
+    """{jail: backend} of the enabled jails, as fail2ban's own JailsReader resolves them
+    (a file backend needs its log files unless `allow_no_files`)."""
+    from fail2ban.client.jailsreader import JailsReader
+    reader = JailsReader(basedir=str(confdir), force_enable=False)
+    assert reader.read() and reader.getOptions()
+    return {cmd[1]: cmd[2] for cmd in reader.convert(allow_no_files=allow_no_files) if cmd[0] == "add"}
+
+
 # -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
 KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
                "SRC={src} DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, is_root
+from conftest import ROOT, is_root, jail_backends
 from f2b_ext import install as plan
 
 # --- the planner (pure) ---------------------------------------------------------------
@@ -183,7 +183,6 @@ def test_dry_run_writes_nothing(machine):
 
 
 def test_without_rsyslog_the_jails_read_the_journal(machine):
-    from fail2ban.client.jailsreader import JailsReader
     (machine / "etc" / "rsyslog.d").rmdir()
     r = f2b_ext("install", "--root", str(machine))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -191,10 +190,7 @@ def test_without_rsyslog_the_jails_read_the_journal(machine):
     etc = machine / "etc" / "fail2ban"
     (etc / "jail.local").write_text("[sshd]\nenabled = false\n" + "".join(
         f"[{j}]\nenabled = true\n" for j in ("f2b-ext-inbound", "f2b-ext-outbound", "f2b-ext-gre")))
-    reader = JailsReader(basedir=str(etc), force_enable=False)
-    assert reader.read() and reader.getOptions()
-    backends = {cmd[1]: cmd[2] for cmd in reader.convert() if cmd[0] == "add"}
-    assert backends == {"f2b-ext-inbound": "systemd", "f2b-ext-outbound": "systemd", "f2b-ext-gre": "systemd"}
+    assert jail_backends(etc) == {"f2b-ext-inbound": "systemd", "f2b-ext-outbound": "systemd", "f2b-ext-gre": "systemd"}
 
 
 def test_uninstall_refuses_while_a_jail_is_enabled(machine):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, is_root
+from conftest import ROOT, is_root, jail_backends
 
 JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound", "f2b-ext-gre")
 LINE = ("{stamp} lab kernel: [  444.910152] {prefix}IN={inn} OUT={out} {mac}SRC={src} DST={dst} LEN=60 TOS=0x00 "
@@ -46,7 +46,6 @@ def test_every_shipped_jail_is_disabled():
 def test_backend_is_chosen_like_stock_jails():
     """Debian's paths files leave syslog_backend at `auto` (the file); Arch's say systemd
     (the journal, logpath unused). fail2ban's own JailsReader resolves it."""
-    from fail2ban.client.jailsreader import JailsReader
     from f2b_ext.f2b_filter import config_dir
     import shutil, tempfile
     for paths, want in (("paths-debian.conf", "auto"), ("paths-arch.conf", "systemd")):
@@ -58,11 +57,8 @@ def test_backend_is_chosen_like_stock_jails():
             jail_conf = Path(tmp) / "jail.conf"
             jail_conf.write_text(jail_conf.read_text().replace("before = paths-debian.conf", f"before = {paths}"))
             (Path(tmp) / "jail.local").write_text("".join(f"[{j}]\nenabled = true\n" for j in JAILS))
-            reader = JailsReader(basedir=tmp, force_enable=False)
-            assert reader.read() and reader.getOptions()
-            stream = reader.convert(allow_no_files=True)   # no /var/log/netfilter.log here
-            backends = {cmd[1]: cmd[2] for cmd in stream if cmd[0] == "add"}
-            assert backends == {j: want for j in JAILS}
+            # no /var/log/netfilter.log here
+            assert jail_backends(tmp, allow_no_files=True) == {j: want for j in JAILS}
 
 
 @pytest.mark.kernel
