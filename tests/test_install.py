@@ -222,7 +222,7 @@ def test_errors_are_one_line(tmp_path, setup, message):
 def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
     """Only the installed tree and the installed f2b_ext (not this checkout) are used."""
     from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab import Lab, until
     from test_jails import line
     assert f2b_ext("install", "--root", str(machine)).returncode == 0
     local = ("[DEFAULT]\nignoreself = false\n\n[sshd]\nenabled = false\n\n"
@@ -234,8 +234,10 @@ def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
             f2b.start(jail="f2b-ext-inbound")
             f2b.append(*[line("FINAL_REJECT: ", "203.0.113.9", dpt=p) for p in (22, 23, 25)])
             f2b.wait_for(lambda: "203.0.113.9" in f2b.bans("f2b-ext-inbound"), what="the ban")
-            assert "203.0.113.9" in lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
-            loaded = f2b.client("get", "f2b-ext-inbound", "action", "subnet-escalate", "status").stdout
-            assert "counting 1 members" in loaded          # the installed subnet-escalate saw the ban
+            # fail2ban lists a ban before its actions have run: wait for the kernel's set
+            assert until(lambda: "203.0.113.9" in lab.server_sh("nft", "list", "table", "inet", "f2b_ext"),
+                         5), "the installed nftset action did not put the ban in the set"
+            status = lambda: f2b.client("get", "f2b-ext-inbound", "action", "subnet-escalate", "status").stdout
+            assert until(lambda: "counting 1 members" in status(), 5), status()  # installed subnet-escalate saw it
         finally:
             f2b.close()

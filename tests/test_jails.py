@@ -65,7 +65,7 @@ def test_backend_is_chosen_like_stock_jails():
 @pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 def test_enabled_jails_start_and_ban_what_they_are_for():
     from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab import Lab, until
     # the namespace has no resolver: fail2ban's ignoreself would stall on looking up
     # this host's names (the filter never bans the server itself anyway)
     local = ("[DEFAULT]\nignoreself = false\n\n"
@@ -89,8 +89,11 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             assert set(f2b.bans("f2b-ext-firewalld")) == {"203.0.113.5"}
             assert set(f2b.bans("f2b-ext-ufw")) == {"198.51.100.5"}
             assert "192.0.2.1" not in f2b.bans("f2b-ext-outbound")
-            ruleset = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
-            assert "f2b_ext_outbound_output" in ruleset and "203.0.113.66" in ruleset
-            assert "f2b_ext_inbound_input" in ruleset and "203.0.113.5" in ruleset
+            # fail2ban lists a ban before its actions have run: wait for the kernel's sets
+            def both_banned():
+                text = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
+                return text if "203.0.113.66" in text and "203.0.113.5" in text else None
+            ruleset = until(both_banned, 5)
+            assert ruleset and "f2b_ext_outbound_output" in ruleset and "f2b_ext_inbound_input" in ruleset
         finally:
             f2b.close()
