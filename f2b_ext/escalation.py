@@ -22,7 +22,7 @@ and evidence that is trivial to forge always gets the first (shortest) step.
 
 The caller tells the escalator what it banned (`mark_banned`): that suppresses repeats
 while the ban lasts, uses up the evidence (escalating the same prefix again takes new
-hosts) and feeds the next rung. Time is always passed in; nothing
+hosts) and feeds the next rung (not when its evidence was forgeable and ignored). Time is always passed in; nothing
 here does I/O.
 """
 from __future__ import annotations
@@ -284,6 +284,8 @@ class Escalator:
         counts it on the next rung; returns the wider prefixes that now qualify."""
         self._advance(now)
         self._banned[net] = until
+        if forged and self.spoofable == "ignore":
+            return []              # remembered, but forgeable evidence climbs no rung
         fam = net.version
         rungs = self.ladder.rungs.get(fam, ())
         for i, (plen, _) in enumerate(rungs):

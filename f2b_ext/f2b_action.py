@@ -9,7 +9,8 @@ every action of the jail, stores it in fail2ban's database, shows it in
 The schedule's history is the prefix's ban count in that database (within `forget`).
 Prefix bans reaching `ban()` (ours, an admin's `banip 203.0.113.0/24`, restored ones)
 are only remembered, so they are never proposed twice; after a restart the restored
-host bans rebuild the counting windows. No state file of our own.
+host bans rebuild the counting windows. A prefix a filter matched (synrecv's /24 lines)
+is new evidence: it counts on the next rung like an escalated one. No state file of our own.
 
 Parameters arrive as strings (fail2ban passes them so); a bad one raises ValueError
 naming it when the jail starts, never later at ban time.
@@ -17,9 +18,7 @@ naming it when the jail starts, never later at ban time.
 from __future__ import annotations
 
 import ipaddress
-import json
 import random
-import subprocess
 import threading
 import time
 
@@ -29,20 +28,12 @@ from fail2ban.server.ticket import FailTicket, Ticket
 
 from .escalation import (DEFAULT_BOGONS, ConfigError, Escalator, HostBan, Ladder, Safety,
                          Schedule, parse_duration, parse_networks)
+from .host import own_addresses
 
 DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
                 ladder4="", ladder6="", window="1h", schedule="1h 6h 1d 1w", maxtime="",
                 rndtime="", forget="30d", maxprefix4="16", maxprefix6="32", protect="",
                 bogons="default", spoofable="ignore")
-
-
-def own_addresses() -> list[str]:
-    """Every address on this machine's interfaces (in fail2ban-server's namespace)."""
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5).stdout
-        return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])]
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return []
 
 
 def _int(params: dict, name: str, low: int, high: int) -> int:
@@ -144,12 +135,18 @@ class SubnetEscalateAction(ActionBase):
         ip = aInfo["ip"]
         now = MyTime.time()
         if not ip.isSingle:
-            # a prefix: ours (re-entering through the jail), an admin's, or restored
+            # a prefix: ours (re-entering through the jail), an admin's, restored, or the
+            # filter's own (synrecv bans the /24 the watcher names; its evidence is forgeable)
             net = ipaddress.ip_network(str(ip), strict=False)
             bantime = aInfo["bantime"]
             until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
+            data = aInfo["F-*"] or {}
+            from_filter = "proto" in data and "escalation" not in data and not aInfo["restored"]
+            forged = from_filter and HostBan(net.network_address, now, data["proto"]).forgeable
             with self._lock:
-                self.escalator.mark_banned(net, until, now)
+                pending = self.escalator.mark_banned(net, until, now, forged)
+                while from_filter and pending:      # only a filter's prefix is new evidence
+                    pending += self._escalate(pending.pop(0), now)
             return
         data = aInfo["F-*"] or {}
         ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"))

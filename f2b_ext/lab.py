@@ -23,6 +23,7 @@ import os
 import random
 import select
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -67,6 +68,31 @@ def until(predicate, timeout: float, every: float = 0.05):
 def allowed_source(addr: str) -> bool:
     ip = ipaddress.ip_address(addr)
     return any(ip in net for net in ALLOWED_SOURCES if net.version == ip.version)
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def syn_frame(src_mac: str, dst_mac: str, src, dport: int, sport: int, seq: int) -> bytes:
+    """An Ethernet frame holding one TCP SYN from `src` to the server (IPv4 or IPv6)."""
+    macs = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+    v6 = src.version == 6
+    dst = ipaddress.ip_address(SERVER_V6 if v6 else SERVER_V4).packed
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = src.packed + dst + (struct.pack("!IxxxB", len(tcp), 6) if v6 else struct.pack("!xBH", 6, len(tcp)))
+    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    if v6:
+        return macs + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src.packed + dst + tcp
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), seq & 0xFFFF, 0x4000, 64, 6, 0, src.packed, dst)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return macs + b"\x08\x00" + ip + tcp
 
 
 class Sysctls:
@@ -333,6 +359,36 @@ class Lab:
         srv.bind(("0.0.0.0", port))
         srv.listen(64)
         return Listener(srv)
+
+    def serve(self, port: int, backlog: int) -> socket.socket:
+        """A dual-stack TCP listener in the server namespace that never accepts: its
+        queue of half-open connections (SYN_RECV) holds at most `backlog` entries."""
+        with in_netns(self.server):
+            srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("::", port))
+        srv.listen(backlog)
+        return srv
+
+    def mute_forged_sources(self):
+        """The remote answers for the lab ranges it routes locally; from now on it drops
+        the SYN-ACKs they receive (netfilter, after the capture probe() reads), as a
+        forged source that does not exist would: the server's entries stay half-open."""
+        self.remote_sh("nft", "add table inet f2bx_mute; "
+                       "add chain inet f2bx_mute input { type filter hook input priority 0; }; "
+                       "add rule inet f2bx_mute input tcp flags & (syn | ack) == syn | ack drop")
+
+    def syn_flood(self, sources, dport: int, sport: int = 1024):
+        """One SYN to the server's `dport` from each of `sources` (lab ranges only),
+        written raw with precomputed headers: fast enough for 100,000 sources."""
+        frames = []
+        for i, src in enumerate(sources):
+            if not allowed_source(str(src)):
+                raise LabError(f"refusing to forge {src}: only documentation/benchmark ranges")
+            frames.append(syn_frame(self.remote_mac, self.server_mac, ipaddress.ip_address(src),
+                                    dport, sport + i % 60000, seq=i * 7919 + 1))
+        self.send_frames(frames)
 
     def connect_from_server(self, dst: str, port: int, timeout: float = 1.0) -> bool:
         """Can the server open a TCP connection to dst:port?"""

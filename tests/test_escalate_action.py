@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import is_root
-from f2b_ext.f2b_action import build, own_addresses
+from f2b_ext.f2b_action import build
+from f2b_ext.host import own_addresses
 from f2b_ext.escalation import ConfigError
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")

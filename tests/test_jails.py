@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT, is_root, jail_backends
 
-JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound", "f2b-ext-gre")
+SYSLOG_JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound", "f2b-ext-gre")
+JAILS = SYSLOG_JAILS + ("f2b-ext-synrecv",)        # reads the watcher's own file
 LINE = ("{stamp} lab kernel: [  444.910152] {prefix}IN={inn} OUT={out} {mac}SRC={src} DST={dst} LEN=60 TOS=0x00 "
         "PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT={spt} DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0")
 MAC = "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
@@ -31,6 +32,15 @@ def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: 
 
 def gre(src: str) -> str:
     return GRE.format(stamp=stamp(), src=src)
+
+
+def synwatch(source: str, count: int = 65, port: int = 80) -> str:
+    """A line as `f2b-ext synwatch` writes it to its file."""
+    import ipaddress
+    from f2b_ext.synwatch import Offender, offender_line
+    net = ipaddress.ip_network(source)
+    addresses = None if net.prefixlen == net.max_prefixlen else count
+    return f"{stamp()} f2b-ext-synwatch[812]: " + offender_line(Offender(net, count, port, 0, addresses))
 
 
 def test_every_shipped_jail_is_disabled():
@@ -58,7 +68,8 @@ def test_backend_is_chosen_like_stock_jails():
             jail_conf.write_text(jail_conf.read_text().replace("before = paths-debian.conf", f"before = {paths}"))
             (Path(tmp) / "jail.local").write_text("".join(f"[{j}]\nenabled = true\n" for j in JAILS))
             # no /var/log/netfilter.log here
-            assert jail_backends(tmp, allow_no_files=True) == {j: want for j in JAILS}
+            want = {j: want for j in SYSLOG_JAILS} | {"f2b-ext-synrecv": "auto"}   # its own file
+            assert jail_backends(tmp, allow_no_files=True) == want
 
 
 @pytest.mark.kernel
@@ -71,7 +82,8 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
     local = ("[DEFAULT]\nignoreself = false\n\n"
              # the others follow its logpath and backend
              "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
-             + "".join(f"[{jail}]\nenabled = true\n\n" for jail in JAILS[1:]))
+             + "".join(f"[{jail}]\nenabled = true\n\n" for jail in SYSLOG_JAILS[1:])
+             + "[f2b-ext-synrecv]\nenabled = true\nlogpath = {log}\nbackend = polling\n")
     with Lab() as lab:
         f2b = Fail2banServer(local, netns=lab.server)
         try:
@@ -80,11 +92,14 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             f2b.append(*[line("FINAL_REJECT: ", "203.0.113.5", dpt=p) for p in (22, 23, 25)],
                        *[line("[UFW BLOCK] ", "198.51.100.5", dpt=p) for p in (22, 23, 25)],
                        line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444),
-                       gre("203.0.113.47"), gre("203.0.113.47"))
+                       gre("203.0.113.47"), gre("203.0.113.47"),
+                       synwatch("198.18.7.0/24"), synwatch("198.18.7.0/24"))
             f2b.wait_for(lambda: "203.0.113.66" in f2b.bans("f2b-ext-outbound"), what="the outbound ban")
             f2b.wait_for(lambda: {"203.0.113.5", "198.51.100.5"} <= set(f2b.bans("f2b-ext-inbound")),
                          what="the inbound bans")
             f2b.wait_for(lambda: "203.0.113.47" in f2b.bans("f2b-ext-gre"), what="the GRE ban")
+            f2b.wait_for(lambda: "198.18.7.0/24" in f2b.bans("f2b-ext-synrecv"), what="the SYN_RECV /24 ban")
+            assert set(f2b.bans("f2b-ext-synrecv")) == {"198.18.7.0/24"}           # never the others' lines
             assert set(f2b.bans("f2b-ext-gre")) == {"203.0.113.47"}      # never the scans
             assert set(f2b.bans("f2b-ext-firewalld")) == {"203.0.113.5"}
             assert set(f2b.bans("f2b-ext-ufw")) == {"198.51.100.5"}
@@ -92,7 +107,7 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             # fail2ban lists a ban before its actions have run: wait for the kernel's sets
             def both_banned():
                 text = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
-                return text if "203.0.113.66" in text and "203.0.113.5" in text else None
+                return text if all(a in text for a in ("203.0.113.66", "203.0.113.5", "198.18.7.0/24")) else None
             ruleset = until(both_banned, 5)
             assert ruleset and "f2b_ext_outbound_output" in ruleset and "f2b_ext_inbound_input" in ruleset
         finally:
