@@ -595,8 +595,15 @@ def cmd_demo(args) -> int:
 
 # --- main -----------------------------------------------------------------------------
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (the usage is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="f2b-ext", description=__doc__.splitlines()[0].strip("."))
+    p = Parser(prog="f2b-ext", description=__doc__.splitlines()[0].strip("."))
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default: only on a terminal)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

@@ -124,6 +124,8 @@ def parse_diag(buf: bytes | memoryview, out: list) -> bool:
 
 def _proc_address(text: str, byteorder: str) -> tuple[int, int]:
     """/proc/net/tcp{,6} prints each 32-bit word of the address in host byte order."""
+    if len(text) not in (8, 32):
+        raise ValueError(f"not an address: {text!r}")
     raw = bytes.fromhex(text)
     if byteorder == "little":
         raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
