@@ -17,11 +17,12 @@ from .escalation import ACTION_NAME as ESCALATING_ACTION
 PROBLEM, WARNING, OK = "problem", "warning", "ok"
 
 # Ban actions (action.d stems) by whether they can hold a subnet (fail2ban 1.0.2):
-# iptables takes "-s 203.0.113.0/24"; stock nftables sets lack `flags interval` (fixed in
+# iptables takes "-s 203.0.113.0/24", an ipfw table a CIDR; stock nftables sets lack `flags interval` (fixed in
 # 1.1.1) and stock ipset actions create hash:ip sets, so a /24 ban fails there.
 SUBNET_CAPABLE = frozenset({"nftset", "ipset-net", "iptables", "iptables-multiport", "iptables-allports",
                             "iptables-new", "iptables-multiport-log", "firewallcmd-rich-rules",
-                            "firewallcmd-rich-logging", "ufw", "route", "shorewall"})
+                            "firewallcmd-rich-logging", "ufw", "route", "shorewall",
+                            "bsd-ipfw"})          # `ipfw table N add 203.0.113.0/24`
 HOSTS_ONLY = frozenset({"nftables", "nftables-multiport", "nftables-allports", "iptables-ipset",
                         "iptables-ipset-proto4", "iptables-ipset-proto6", "iptables-ipset-proto6-allports",
                         "firewallcmd-ipset", "firewallcmd-allports", "firewallcmd-multiport",

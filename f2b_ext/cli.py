@@ -57,12 +57,17 @@ def parse_filter_spec(spec: str) -> tuple[str, dict]:
     return name, dict(options)
 
 
-def _runner(spec: str, workdir: Path) -> tuple[FilterRunner, nf.Policy]:
+# The filters this suite ships. Only netfilter has a pure core that explains each verdict
+# (f2b_ext/netfilter.py); for the others the verdict is fail2ban's alone.
+SHIPPED_FILTERS = ("netfilter", "ipfw", "synrecv")
+
+
+def _runner(spec: str, workdir: Path) -> tuple[FilterRunner, nf.Policy | None]:
     name, options = parse_filter_spec(spec)
-    if name != "netfilter":
-        raise CliError(f"unknown filter {name!r} (this suite ships: netfilter)")
+    if name not in SHIPPED_FILTERS:
+        raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
     try:
-        policy = nf.Policy.from_filter_options(options)
+        policy = nf.Policy.from_filter_options(options) if name == "netfilter" else None
         return FilterRunner(name, options, config_dir(workdir)), policy
     except ValueError as exc:
         raise CliError(f"filter {spec}: {exc}") from None
@@ -78,11 +83,15 @@ class Judged:
     agree: bool               # fail2ban and the core agree
 
 
-def judge(runner: FilterRunner, policy: nf.Policy, line: str, journal: bool = False) -> Judged:
+def judge(runner: FilterRunner, policy: nf.Policy | None, line: str, journal: bool = False) -> Judged:
     from fail2ban.server.mytime import MyTime
     found = runner.match(line, journal_time=MyTime.time() if journal else None)
-    verdict = nf.judge_line(line, policy)
     banned = found[0].ip if found else None
+    if policy is None:          # no core for this filter: fail2ban's word, and which regex
+        reason = (f"failregex #{found[0].regex_index + 1}" + "".join(f", {k}={v}" for k, v in found[0].groups.items())
+                  if found else "no failregex matched")
+        return Judged(line, banned, reason, True)
+    verdict = nf.judge_line(line, policy)
     agree = bool(found) == verdict.attempt and (not found or banned == str(verdict.remote))
     return Judged(line, banned, verdict.reason, agree)
 
@@ -92,7 +101,10 @@ def judge(runner: FilterRunner, policy: nf.Policy, line: str, journal: bool = Fa
 def cmd_test(args) -> int:
     """Samples (with failJSON expectations) or plain logs through the filter."""
     out = Style(sys.stdout, args.color)
-    files = [Path(f) for f in args.logfile] or sorted(SAMPLES_DIR.glob("netfilter*"))
+    name = parse_filter_spec(args.filter)[0]
+    if name not in SHIPPED_FILTERS:
+        raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
+    files = [Path(f) for f in args.logfile] or sorted(SAMPLES_DIR.glob(f"{name}*"))
     if not files:
         raise CliError(f"no sample logs found under {SAMPLES_DIR}")
     for f in files:
@@ -117,16 +129,17 @@ def cmd_test(args) -> int:
                 raise CliError(f"{path}: {exc}") from None
             has_expectations = any(c.expect for c in cases)
             for case in cases:
-                opts = {k: v for k, v in case.options.items() if k in nf.POLICY_OPTIONS}
+                opts = {k: v for k, v in case.options.items() if k != "logtype"}
                 spec = args.filter if not opts else \
-                    "netfilter[" + ", ".join(f'{k}="{v}"' for k, v in sorted(opts.items())) + "]"
+                    f"{name}[" + ", ".join(f'{k}="{v}"' for k, v in sorted(opts.items())) + "]"
                 runner, policy = get(spec)
                 j = judge(runner, policy, case.line, journal=case.options.get("logtype") == "journal")
                 failed = not j.agree
                 if has_expectations:
                     want = case.expect.get("host") if case.should_match else None
                     failed |= (j.banned is None) != (want is None) or \
-                        (want is not None and j.banned != str(ipaddress.ip_address(want)))
+                        (want is not None and j.banned != str(ipaddress.ip_network(want, strict=False)
+                                                             if "/" in want else ipaddress.ip_address(want)))
                 totals["lines"] += 1
                 totals["ban" if j.banned else "ignored"] += 1
                 totals["failed"] += failed
@@ -204,6 +217,7 @@ def cmd_install(args) -> int:
         print(out.red("f2b-ext is installed but fail2ban would not run it: fix the FAIL lines above"))
         return 1
     rsyslog = any(s.path.endswith("f2b-ext-netfilter.conf") and s.verb != "same" for s in result.steps)
+    unit = any(s.path.endswith("f2b-ext-synwatch.service") and s.verb != "same" for s in result.steps)
     print(out.bold("next"))
     steps = ["enable a jail in /etc/fail2ban/jail.local, e.g.  [f2b-ext-inbound]  enabled = true"]
     if rsyslog:
@@ -211,6 +225,8 @@ def cmd_install(args) -> int:
     steps += ["have your firewall LOG what it drops (ufw logging on, firewall-cmd --set-log-denied=all, "
               "or an nft `log prefix` rule)",
               "f2b-ext check   (finds what would keep the jails from seeing or banning)",
+              *(["systemctl daemon-reload && systemctl enable --now f2b-ext-synwatch   (SYN floods on open "
+                 "ports, for the f2b-ext-synrecv jail)"] if unit else []),
               "fail2ban-client reload && fail2ban-client status f2b-ext-inbound"]
     for n, step in enumerate(steps, 1):
         print(f"  {n}. {step}")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 # Where things go, relative to the root ("/" or --root DIR).
 FAIL2BAN_DIR = "etc/fail2ban"
 RSYSLOG_RULE = "etc/rsyslog.d/30-f2b-ext-netfilter.conf"
+SYNWATCH_UNIT = "etc/systemd/system/f2b-ext-synwatch.service"
+UNIT_PYTHON = "/usr/bin/python3 -m f2b_ext"        # as systemd/f2b-ext-synwatch.service says
 MANIFEST = "var/lib/f2b-ext/manifest.json"
 
 # fail2ban versions whose Python-action and jail protocol this suite is written against
@@ -142,6 +144,13 @@ def render_jail(text: str, backend: str | None) -> str:
     if n != 1:
         raise ValueError("[f2b-ext-inbound] has no backend line")
     return text[:section.start("body")] + body + text[section.end("body"):]
+
+
+def render_unit(text: str, python: str) -> str:
+    """The synwatch unit, run by the Python that `install` made f2b_ext importable for."""
+    if UNIT_PYTHON not in text:
+        raise ValueError(f"the unit's ExecStart does not run {UNIT_PYTHON!r}")
+    return text.replace(UNIT_PYTHON, f"{python} -m f2b_ext")
 
 
 def choose_backend(has_rsyslog: bool, has_journal: bool) -> tuple[str | None, str]:

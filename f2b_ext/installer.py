@@ -115,6 +115,9 @@ class Installer:
                     files[f"{plan.FAIL2BAN_DIR}/{sub}/{src.name}"] = data
         if self.has_rsyslog():
             files[plan.RSYSLOG_RULE] = (PROJECT_DIR / "rsyslog.d" / "f2b-ext-netfilter.conf").read_bytes()
+        if (self.root / "etc/systemd").is_dir():
+            unit = (PROJECT_DIR / "systemd" / "f2b-ext-synwatch.service").read_text()
+            files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()
         for src in sorted(PACKAGE_DIR.glob("*.py")):
             files[f"{self.site}/f2b_ext/{src.name}"] = src.read_bytes()
         return files, why
@@ -242,7 +245,7 @@ class Installer:
             log.touch()
             (scratch / "jail.d" / "zzz-f2b-ext-check.local").write_text("".join(
                 f"[{j}]\nenabled = {'true' if j in ours else 'false'}\n"
-                + (f"logpath = {log}\n" if j == "f2b-ext-inbound" else "") + "\n" for j in jails))
+                + (f"logpath = {log}\n" if j in ours else "") + "\n" for j in jails))
             check = self.config_test(scratch)
         return Check(f"{len(ours)} f2b-ext jails enabled in a scratch copy", check.ok and bool(ours),
                      check.detail or ("" if ours else "no f2b-ext jail found"))
@@ -250,7 +253,8 @@ class Installer:
     def import_test(self) -> Check:
         site = str(self.root / self.site)
         code = (f"import sys; sys.path.insert(0, {site!r}); "
-                "import f2b_ext.f2b_action, f2b_ext.f2b_nftset, f2b_ext.f2b_ipset; print(f2b_ext.__file__)")
+                "import f2b_ext.f2b_action, f2b_ext.f2b_nftset, f2b_ext.f2b_ipset, f2b_ext.synwatcher; "
+                "print(f2b_ext.__file__)")
         r = run([self.python, "-I", "-c", code], cwd="/")
         ok = r.returncode == 0 and r.stdout.startswith(site)
         detail = "" if ok else (r.stderr.strip().splitlines() or [r.stdout.strip()])[-1]

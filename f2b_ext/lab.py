@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import ipaddress
 import itertools
 import json
@@ -305,7 +306,14 @@ class Lab:
             try:
                 s.bind((self.remote_if, 0))
                 for frame in frames:
-                    s.send(frame)
+                    while True:
+                        try:
+                            s.send(frame)
+                            break
+                        except OSError as exc:      # a burst filled the queue: let it drain
+                            if exc.errno != errno.ENOBUFS:
+                                raise
+                            time.sleep(0.001)
             finally:
                 s.close()
 

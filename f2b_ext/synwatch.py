@@ -60,9 +60,9 @@ DIAG_REQUEST = struct.Struct("=BBBBI48x")
 # if, cookie[2]; then expires, rqueue, wqueue, uid, inode.
 DIAG_MSG_OFFSET = NLMSG_HEADER.size
 DIAG_MSG_SIZE = 72
-_DIAG_HEAD = struct.Struct("=BB")                # family, state
-_DIAG_PORT = struct.Struct(">H")                 # sport: the local port
-_DIAG_REMOTE = DIAG_MSG_OFFSET + 4 + 4 + 16      # offset of dst[16]
+# family, state, (timer, retrans), sport, (dport, src), dst: single bytes need no byte
+# order, the ports are big-endian, so one big-endian struct reads them all
+_DIAG_FIELDS = struct.Struct(">BBxxH2x16x16s")
 AF_INET, AF_INET6, IPPROTO_TCP = 2, 10, 6
 
 V4_MAPPED = 0xFFFF << 32                          # ::ffff:0:0/96, as an int
@@ -112,12 +112,9 @@ def parse_diag(buf: bytes | memoryview, out: list) -> bool:
                 raise DiagError(errno, f"sock_diag dump failed (errno {errno})")
             return True
         if kind == SOCK_DIAG_BY_FAMILY and length >= DIAG_MSG_OFFSET + DIAG_MSG_SIZE:
-            family, state = _DIAG_HEAD.unpack_from(view, off + DIAG_MSG_OFFSET)
+            family, state, port, dst = _DIAG_FIELDS.unpack_from(view, off + DIAG_MSG_OFFSET)
             if state == TCP_SYN_RECV:
-                port = _DIAG_PORT.unpack_from(view, off + DIAG_MSG_OFFSET + 4)[0]
-                dst = off + _DIAG_REMOTE
-                version, address = _remote(family, bytes(view[dst:dst + 16]))
-                out.append(HalfOpen(version, address, port))
+                out.append(HalfOpen(*_remote(family, dst), port))
         off += (length + 3) & ~3
     return False
 
@@ -192,26 +189,39 @@ class Tally:
 
     def __init__(self, thresholds: Thresholds, capacity: int = 65536):
         self.thresholds = thresholds
-        self.hosts = Bounded(capacity, Counter)     # (version, address) -> ports
-        self.nets = Bounded(capacity, Counter)      # (version, address >> host bits) -> ports
+        self.hosts = Bounded(capacity, dict)        # (version, address) -> {port: entries}
+        self.nets = Bounded(capacity, dict)         # (version, address >> host bits) -> {port: entries}
         self.total = 0
         self._shift = {4: 32 - thresholds.prefix4, 6: 128 - thresholds.prefix6}
         self._ports = thresholds.ports
 
     def add(self, entry: HalfOpen):
-        version, address, port = entry
-        if self._ports is not None and port not in self._ports:
-            return
-        self.total += 1
-        for table, key in ((self.hosts, (version, address)),
-                           (self.nets, (version, address >> self._shift[version]))):
-            ports = table.add(key)
-            if port in ports or len(ports) < PORTS_PER_KEY:
-                ports[port] += 1
+        self.feed((entry,))
 
     def feed(self, entries: Iterable[HalfOpen]) -> "Tally":
-        for entry in entries:
-            self.add(entry)
+        """Count entries. The hot loop of a sample, so it does Bounded.add's work inline
+        (same rule: a new key starts at `error`) and calls it only when a table is full."""
+        watched, shift = self._ports, self._shift
+        hosts, nets = self.hosts, self.nets
+        for version, address, port in entries:
+            if watched is not None and port not in watched:
+                continue
+            self.total += 1
+            for table, key in ((hosts, (version, address)), (nets, (version, address >> shift[version]))):
+                extra = table.extra
+                ports = extra.get(key)
+                if ports is not None:
+                    table.counts[key] += 1
+                elif len(extra) < table.capacity:
+                    table.counts[key] = table.error + 1
+                    ports = extra[key] = {}
+                else:
+                    ports = table.add(key)          # full: Space-Saving makes room
+                n = ports.get(port)
+                if n is not None:
+                    ports[port] = n + 1
+                elif len(ports) < PORTS_PER_KEY:
+                    ports[port] = 1
         return self
 
     @property

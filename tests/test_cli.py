@@ -28,6 +28,19 @@ def test_test_prints_verdict_and_reason_per_line():
     assert "ignored: multicast destination" in r.stdout
 
 
+def test_test_runs_the_ipfw_and_synrecv_samples():
+    for name, banned in (("ipfw", "BAN 2001:db8::7  attempt: failregex #1"),
+                         ("synrecv", "BAN 203.0.113.0/24  attempt: failregex #1")):
+        r = f2b_ext("test", "--filter", name)
+        assert r.returncode == 0 and r.stdout.strip().endswith(" 0 failed"), r.stdout[-2000:] + r.stderr
+        assert banned in r.stdout and "ignored: no failregex matched" in r.stdout
+    wrong = f2b_ext("test", "--filter", "ipfw", str(SAMPLES / "netfilter"))
+    assert wrong.returncode == 1                 # netfilter's samples through ipfw: expectations fail
+    r = f2b_ext("test", "--filter", "pf")
+    assert r.returncode == 2 and r.stderr.strip() == ("f2b-ext: unknown filter 'pf' "
+                                                      "(this suite ships: netfilter, ipfw, synrecv)")
+
+
 def test_test_fails_on_a_wrong_expectation(tmp_path):
     good = (SAMPLES / "netfilter").read_text()
     bad = tmp_path / "wrong"

@@ -4,6 +4,7 @@ real fail2ban-server started on what it installed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import ROOT, is_root, jail_backends
 from f2b_ext import install as plan
+from f2b_ext.installer import fail2ban_python
 
 # --- the planner (pure) ---------------------------------------------------------------
 
@@ -125,6 +127,7 @@ def machine(tmp_path) -> Path:
     shutil.copytree("/etc/fail2ban", root / "etc" / "fail2ban")
     (root / "etc" / "rsyslog.d").mkdir()
     (root / "var" / "log" / "journal").mkdir(parents=True)
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
     return root
 
 
@@ -143,13 +146,22 @@ def test_install_then_uninstall_leaves_the_tree_as_it_was(machine):
         assert (etc / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
     assert (machine / plan.RSYSLOG_RULE).read_bytes() == (ROOT / "rsyslog.d" / "f2b-ext-netfilter.conf").read_bytes()
     assert (site(machine) / "f2b_ext" / "f2b_nftset.py").is_file()
-    assert "ok       5 f2b-ext jails enabled in a scratch copy" in r.stdout
+    assert "ok       6 f2b-ext jails enabled in a scratch copy" in r.stdout
     assert "imports f2b_ext from" in r.stdout and "systemctl restart rsyslog" in r.stdout
+    unit = (machine / plan.SYNWATCH_UNIT).read_text()
+    python = fail2ban_python(shutil.which("fail2ban-server"))
+    assert f"ExecStart={python} -m f2b_ext synwatch" in unit and "enable --now f2b-ext-synwatch" in r.stdout
+    # the installed unit's command runs with only the installed package on the path
+    (cmd,) = [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("ExecStart=")]
+    once = subprocess.run([*cmd, "--once", "--log", "-"], capture_output=True, text=True, cwd="/",
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(site(machine))})
+    assert once.returncode == 0, once.stderr
     assert "\033[" not in r.stdout
 
     again = f2b_ext("install", "--root", str(machine))
     assert again.returncode == 0 and " new " not in again.stdout and "updated" not in again.stdout
     assert "systemctl restart rsyslog" not in again.stdout          # nothing new for rsyslog
+    assert "enable --now f2b-ext-synwatch" not in again.stdout
 
     r = f2b_ext("uninstall", "--root", str(machine))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT, is_root, jail_backends
 
 SYSLOG_JAILS = ("f2b-ext-inbound", "f2b-ext-firewalld", "f2b-ext-ufw", "f2b-ext-outbound", "f2b-ext-gre")
-JAILS = SYSLOG_JAILS + ("f2b-ext-synrecv",)        # reads the watcher's own file
+JAILS = SYSLOG_JAILS + ("f2b-ext-synrecv",        # reads the watcher's own file
+                       "f2b-ext-ipfw")           # FreeBSD's /var/log/security
 LINE = ("{stamp} lab kernel: [  444.910152] {prefix}IN={inn} OUT={out} {mac}SRC={src} DST={dst} LEN=60 TOS=0x00 "
         "PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT={spt} DPT={dpt} WINDOW=1024 RES=0x00 SYN URGP=0")
 MAC = "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
@@ -32,6 +33,12 @@ def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: 
 
 def gre(src: str) -> str:
     return GRE.format(stamp=stamp(), src=src)
+
+
+def ipfw(src: str, dpt: int) -> str:
+    """A FreeBSD kernel's ipfw log line (syslogd's classic stamp)."""
+    return time.strftime("%b %e %H:%M:%S", time.localtime()) + \
+        f" fw kernel: ipfw: 60000 Deny TCP {src}:40000 198.51.100.1:{dpt} in via em0"
 
 
 def synwatch(source: str, count: int = 65, port: int = 80) -> str:
@@ -68,7 +75,7 @@ def test_backend_is_chosen_like_stock_jails():
             jail_conf.write_text(jail_conf.read_text().replace("before = paths-debian.conf", f"before = {paths}"))
             (Path(tmp) / "jail.local").write_text("".join(f"[{j}]\nenabled = true\n" for j in JAILS))
             # no /var/log/netfilter.log here
-            want = {j: want for j in SYSLOG_JAILS} | {"f2b-ext-synrecv": "auto"}   # its own file
+            want = {j: want for j in SYSLOG_JAILS} | {"f2b-ext-synrecv": "auto", "f2b-ext-ipfw": "auto"}
             assert jail_backends(tmp, allow_no_files=True) == want
 
 
@@ -83,7 +90,10 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
              # the others follow its logpath and backend
              "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
              + "".join(f"[{jail}]\nenabled = true\n\n" for jail in SYSLOG_JAILS[1:])
-             + "[f2b-ext-synrecv]\nenabled = true\nlogpath = {log}\nbackend = polling\n")
+             + "[f2b-ext-synrecv]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
+             # FreeBSD's ipfw lines, banned here into Linux's nft sets
+             + "[f2b-ext-ipfw]\nenabled = true\nlogpath = {log}\nbackend = polling\n"
+               "banaction_f2b_ext = nftset.py[direction=in]\n")
     with Lab() as lab:
         f2b = Fail2banServer(local, netns=lab.server)
         try:
@@ -93,13 +103,16 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
                        *[line("[UFW BLOCK] ", "198.51.100.5", dpt=p) for p in (22, 23, 25)],
                        line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444),
                        gre("203.0.113.47"), gre("203.0.113.47"),
-                       synwatch("198.18.7.0/24"), synwatch("198.18.7.0/24"))
+                       synwatch("198.18.7.0/24"), synwatch("198.18.7.0/24"),
+                       *[ipfw("198.18.9.9", dpt=p) for p in (22, 23, 25)])
             f2b.wait_for(lambda: "203.0.113.66" in f2b.bans("f2b-ext-outbound"), what="the outbound ban")
             f2b.wait_for(lambda: {"203.0.113.5", "198.51.100.5"} <= set(f2b.bans("f2b-ext-inbound")),
                          what="the inbound bans")
             f2b.wait_for(lambda: "203.0.113.47" in f2b.bans("f2b-ext-gre"), what="the GRE ban")
             f2b.wait_for(lambda: "198.18.7.0/24" in f2b.bans("f2b-ext-synrecv"), what="the SYN_RECV /24 ban")
             assert set(f2b.bans("f2b-ext-synrecv")) == {"198.18.7.0/24"}           # never the others' lines
+            f2b.wait_for(lambda: "198.18.9.9" in f2b.bans("f2b-ext-ipfw"), what="the ipfw ban")
+            assert set(f2b.bans("f2b-ext-ipfw")) == {"198.18.9.9"}
             assert set(f2b.bans("f2b-ext-gre")) == {"203.0.113.47"}      # never the scans
             assert set(f2b.bans("f2b-ext-firewalld")) == {"203.0.113.5"}
             assert set(f2b.bans("f2b-ext-ufw")) == {"198.51.100.5"}
