@@ -1,14 +1,16 @@
 # f2b-ext: fresh Debian 12, as root. `make demo` and `make test` install what they need.
 #
 # fail2ban, nftables' Python binding and scapy come from Debian's packages (systemd only
-# for its journald binary: the forgery test runs a private one); the venv is
+# for its journald binary: the forgery test runs a private one; net-tools for the netstat
+# that bench/synwatch_cost.py compares with); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
-              python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd
+              python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
+              net-tools
 STAMP      := $(VENV)/.installed
 
 .PHONY: deps venv test test-fast demo bench samples clean
@@ -47,6 +49,7 @@ bench: venv
 	$(PY) bench/escalation_core.py
 	$(PY) bench/ban_throughput.py
 	$(PY) bench/report_throughput.py
+	$(PY) bench/synwatch_cost.py
 
 # Regenerate tests/samples/netfilter-captured from the real kernel (root).
 samples: venv

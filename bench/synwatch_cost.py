@@ -100,9 +100,9 @@ def main() -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         with Lab() as lab:
             lab.mute_forged_sources()
-            lab.server_sh("sysctl", "-qw", f"net.core.somaxconn={2 * n}", "net.ipv4.tcp_synack_retries=8",
-                          f"net.ipv4.tcp_max_syn_backlog={2 * n}")
-            listener = lab.serve(80, 2 * n)
+            lab.server_sh("sysctl", "-qw", f"net.core.somaxconn={4 * n}", "net.ipv4.tcp_synack_retries=8",
+                          f"net.ipv4.tcp_max_syn_backlog={4 * n}")
+            listener = lab.serve(80, 4 * n)
             held = flood(lab, n)
             out = json.loads(lab.server_sh(sys.executable, str(Path(__file__).resolve()), "--child",
                                            "--samples", str(args.samples)))

@@ -146,7 +146,7 @@ def test_install_then_uninstall_leaves_the_tree_as_it_was(machine):
         assert (etc / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
     assert (machine / plan.RSYSLOG_RULE).read_bytes() == (ROOT / "rsyslog.d" / "f2b-ext-netfilter.conf").read_bytes()
     assert (site(machine) / "f2b_ext" / "f2b_nftset.py").is_file()
-    assert "ok       6 f2b-ext jails enabled in a scratch copy" in r.stdout
+    assert "ok       7 f2b-ext jails enabled in a scratch copy" in r.stdout
     assert "imports f2b_ext from" in r.stdout and "systemctl restart rsyslog" in r.stdout
     unit = (machine / plan.SYNWATCH_UNIT).read_text()
     python = fail2ban_python(shutil.which("fail2ban-server"))
