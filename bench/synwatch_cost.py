@@ -12,8 +12,10 @@ namespace, a child process takes `--samples` samples with each reader and runs
   - `ss -Htn state syn-recv` (iproute2, the kernel filters by state too), and
   - `netstat -tan` (net-tools, the seed's cron job; it lists every socket),
 which only list entries: counting them per source and /24, as the watcher does, would
-cost those pipelines more. CPU is user + system time (getrusage), so the kernel's work
-for the dump or the /proc text counts. Memory: the child's peak RSS, and the tally's
+cost those pipelines more. The four take turns in every round (entries age out while
+they run), and the median round is shown, also per 1,000 entries seen; a ratio above 1
+means the stock tool costs more. CPU is user + system time (getrusage), so the
+kernel's work for the dump or the /proc text counts, and so does starting ss/netstat. Memory: the child's peak RSS, and the tally's
 keys (bounded by --capacity, 65,536 by default). Prints a Markdown table for
 BENCHMARKS.md.
 """
@@ -39,33 +41,37 @@ def cpu(who=resource.RUSAGE_SELF) -> float:
 
 
 def child(samples: int) -> dict:
-    """Runs inside the server namespace: the measurements, as JSON on stdout."""
+    """Runs inside the server namespace: the measurements, as JSON on stdout. The methods
+    take turns in every round, so each sees the same table (entries age out meanwhile)."""
     from f2b_ext import synwatch as sw
     from f2b_ext.synwatcher import NetlinkReader, ProcReader
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    out = {"base_rss_mb": base_rss}
-    for reader in (NetlinkReader(), ProcReader()):
-        costs = []
-        for _ in range(samples):
-            start = cpu()
-            tally = sw.Tally(sw.Thresholds())
-            reader.sample(tally)
-            found = sw.offenders(tally)
-            sw.summary_line(tally, found)
-            costs.append(cpu() - start)
-        out[reader.name] = {"cpu": sorted(costs)[len(costs) // 2], "entries": tally.total,
-                            "keys": len(tally.hosts.counts) + len(tally.nets.counts)}
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    for name, cmd in (("ss", ["ss", "-Htn", "state", "syn-recv"]), ("netstat", ["netstat", "-tan"])):
-        if not shutil.which(cmd[0]):
-            continue
-        costs = []
-        for _ in range(samples):
-            start = cpu(resource.RUSAGE_CHILDREN)
-            listing = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            costs.append(cpu(resource.RUSAGE_CHILDREN) - start)
-        rows = sum(1 for line in listing.splitlines() if name == "ss" or "SYN_RECV" in line)
-        out[name] = {"cpu": sorted(costs)[len(costs) // 2], "entries": rows}
+    runs: dict = {}
+
+    def ours(reader):
+        start = cpu()
+        tally = sw.Tally(sw.Thresholds())
+        reader.sample(tally)
+        sw.summary_line(tally, sw.offenders(tally))
+        return cpu() - start, tally.total, len(tally.hosts.counts) + len(tally.nets.counts)
+
+    def stock(cmd, counted):
+        start = cpu(resource.RUSAGE_CHILDREN)
+        listing = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return cpu(resource.RUSAGE_CHILDREN) - start, sum(1 for line in listing.splitlines() if counted(line)), None
+
+    methods = {"netlink": lambda: ours(NetlinkReader()), "proc": lambda: ours(ProcReader()),
+               "ss": lambda: stock(["ss", "-Htn", "state", "syn-recv"], lambda line: True)}
+    if shutil.which("netstat"):
+        methods["netstat"] = lambda: stock(["netstat", "-tan"], lambda line: "SYN_RECV" in line)
+    for _ in range(samples):
+        for name, run in methods.items():
+            runs.setdefault(name, []).append(run())
+    out = {"base_rss_mb": base_rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    for name, results in runs.items():
+        results.sort()
+        secs, entries, keys = results[len(results) // 2]          # the median sample
+        out[name] = {"cpu": secs, "entries": entries, "keys": keys}
     return out
 
 
@@ -108,20 +114,21 @@ def main() -> int:
                                            "--samples", str(args.samples)))
             listener.close()
         rows.append((n, held, out))
-    print("| half-open | reader | CPU per sample | entries seen | tally keys | vs `ss` | vs `netstat -tan` |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| half-open | method | CPU per sample | per 1,000 entries | entries seen | tally keys | vs `ss` | vs `netstat -tan` |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    per_k = lambda r: r["cpu"] * 1000 / max(r["entries"], 1) * 1000          # ms per 1,000 entries
     for n, held, out in rows:
-        for name in ("netlink", "proc"):
+        for name in ("netlink", "proc", "ss", "netstat"):
+            if name not in out:
+                continue
             r = out[name]
-            ratio = lambda tool: f"{out[tool]['cpu'] / r['cpu']:.2f}x" if tool in out else "n/a"
-            print(f"| {n:,} ({held:,} held) | {name} | {r['cpu'] * 1000:.1f} ms | {r['entries']:,} | "
-                  f"{r['keys']:,} | {ratio('ss')} | {ratio('netstat')} |")
-        for tool in ("ss", "netstat"):
-            if tool in out:
-                print(f"| {n:,} | `{tool}` (listing only) | {out[tool]['cpu'] * 1000:.1f} ms | "
-                      f"{out[tool]['entries']:,} | | | |")
-        print(f"| {n:,} | peak RSS of the sampling process | {out['peak_rss_mb']} MB "
-              f"(of which {out['base_rss_mb']} MB before the first sample) | | | | |")
+            ratio = lambda tool: f"{per_k(out[tool]) / per_k(r):.2f}x" if tool in out and tool != name else ""
+            label = {"ss": "`ss -Htn state syn-recv` (lists only)", "netstat": "`netstat -tan` (lists only)"}.get(name, f"synwatch, {name}")
+            keys = f"{r['keys']:,}" if r["keys"] else ""
+            print(f"| {n:,} ({held:,} held) | {label} | {r['cpu'] * 1000:.1f} ms | {per_k(r):.2f} ms | "
+                  f"{r['entries']:,} | {keys} | {ratio('ss')} | {ratio('netstat')} |")
+        print(f"| {n:,} | peak RSS of the sampling process | {out['peak_rss_mb']} MB (of which "
+              f"{out['base_rss_mb']} MB before the first sample) | | | | | |")
     return 0
 
 
