@@ -47,6 +47,25 @@ def runner(confdir):
     return get
 
 
+def assert_sample(case, found: list):
+    """fail2ban's verdict on a failJSON sample (`found`: FilterRunner.match) is what the
+    sample expects: no match, or exactly one with its host, captures and time (UTC)."""
+    from datetime import datetime
+    import calendar
+    desc = case.expect.get("desc", "")
+    if not case.should_match:
+        assert found == [], f"matched but must not ({desc}): {[(m.ip, m.groups) for m in found]}"
+        return
+    assert len(found) == 1, f"expected exactly one match ({desc}), got {len(found)}"
+    match = found[0]
+    for key, want in case.captures.items():
+        got = match.ip if key == "host" else match.groups.get(key)
+        assert got == want, f"{key}: {got!r} != {want!r} ({desc})"
+    if "time" in case.expect:
+        when = datetime.fromisoformat(case.expect["time"])
+        assert match.time == pytest.approx(calendar.timegm(when.timetuple()) + when.microsecond / 1e6), desc
+
+
 def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
     """{jail: backend} of the enabled jails, as fail2ban's own JailsReader resolves them
     (a file backend needs its log files unless `allow_no_files`)."""

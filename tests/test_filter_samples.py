@@ -3,14 +3,12 @@ samplestestcase does), through fail2ban-regex, and through the pure core: all th
 must give the expected verdict and address."""
 from __future__ import annotations
 
-import calendar
 import ipaddress
 import subprocess
-from datetime import datetime
 
 import pytest
 
-from conftest import SAMPLES, PINNED_NOW
+from conftest import SAMPLES, PINNED_NOW, assert_sample
 from f2b_ext import netfilter as nf
 from f2b_ext.samples import read_cases
 
@@ -39,20 +37,7 @@ def test_samples_exist_for_every_rule():
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_sample_through_fail2ban(case, runner):
     run = runner(filter_options(case))
-    found = run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None)
-    desc = case.expect.get("desc", "")
-    if not case.should_match:
-        assert found == [], f"matched but must not ({desc}): {[(m.ip, m.groups) for m in found]}"
-        return
-    assert len(found) == 1, f"expected exactly one match ({desc}), got {len(found)}"
-    match = found[0]
-    for key, want in case.captures.items():
-        got = match.ip if key == "host" else match.groups.get(key)
-        assert got == want, f"{key}: {got!r} != {want!r} ({desc})"
-    if "time" in case.expect:
-        want = calendar.timegm(datetime.fromisoformat(case.expect["time"]).timetuple()) + \
-            datetime.fromisoformat(case.expect["time"]).microsecond / 1e6
-        assert match.time == pytest.approx(want), desc
+    assert_sample(case, run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None))
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -3,14 +3,12 @@ sample line through the real fail2ban filter machinery and through fail2ban-rege
 fail2ban's own samplestestcase would check them if the filters were sent upstream."""
 from __future__ import annotations
 
-import calendar
 import ipaddress
 import subprocess
-from datetime import datetime
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLES, assert_sample
 from f2b_ext.samples import read_cases
 
 FILTERS = ("ipfw", "synrecv")
@@ -34,18 +32,7 @@ def test_samples_cover_matches_and_non_matches():
 @pytest.mark.parametrize("item", CASES, ids=case_id)
 def test_sample_through_fail2ban(item, runner):
     name, case = item
-    found = runner(case.options, name).match(case.line)
-    desc = case.expect.get("desc", "")
-    if not case.should_match:
-        assert found == [], f"matched but must not ({desc}): {[(m.ip, m.groups) for m in found]}"
-        return
-    assert len(found) == 1, f"expected exactly one match ({desc}), got {len(found)}"
-    match = found[0]
-    for key, want in case.captures.items():
-        got = match.ip if key == "host" else match.groups.get(key)
-        assert got == want, f"{key}: {got!r} != {want!r} ({desc})"
-    when = datetime.fromisoformat(case.expect["time"])
-    assert match.time == pytest.approx(calendar.timegm(when.timetuple()) + when.microsecond / 1e6), desc
+    assert_sample(case, runner(case.options, name).match(case.line))
 
 
 def test_every_failregex_has_samples(runner):

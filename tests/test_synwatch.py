@@ -267,7 +267,8 @@ def test_both_readers_see_exactly_what_ss_sees():
             t = sw.Tally(sw.Thresholds(host=1, net=1))
             with in_netns(lab.server):
                 reader.sample(t)
-            got = Counter({str(ipaddress.ip_address(a)): n for (v, a), n in t.hosts.counts.items()})
+            address = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
+            got = Counter({str(address[v](a)): n for (v, a), n in t.hosts.counts.items()})
             assert got == seen, reader.name
         web.close()
 
