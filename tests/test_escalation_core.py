@@ -185,3 +185,16 @@ def test_threshold_is_exact(n, fam):
             found.append((i + 1, c.net))
             e.mark_banned(c.net, until=10**9, now=1000.0 + i)    # as the adapter does
     assert found == ([(5, net("203.0.113.0/24" if fam == 4 else "2001:db8::/64"))] if n >= 5 else [])
+
+
+@pytest.mark.parametrize("spoofable,widened", [("ignore", False), ("count", True)])
+def test_prefix_bans_a_filter_matched_climb_a_rung_only_when_forgeable_evidence_counts(spoofable, widened):
+    """synrecv's /24 lines are bans of prefixes on forgeable evidence: three of them in a
+    /16 make the /16 only with spoofable=count, and then as forged (shortest step)."""
+    e = Escalator(safety=NO_BOGONS, spoofable=spoofable)
+    found = []
+    for i, third in enumerate((1, 2, 3)):
+        found += e.mark_banned(ipaddress.ip_network(f"198.18.{third}.0/24"), until=10_000, now=100 + i, forged=True)
+    assert [str(c.net) for c in found] == (["198.18.0.0/16"] if widened else [])
+    assert all(c.forged for c in found)
+    assert set(map(str, e.active(150))) >= {"198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24"}
