@@ -568,10 +568,11 @@ def cmd_synwatch(args) -> int:
     """Sample SYN_RECV entries; log one line per offender per interval (f2b_ext.synwatcher)."""
     from . import synwatch as sw
     from . import synwatcher
+    from .escalation import parse_networks
     try:
         thresholds = sw.Thresholds(host=args.host, net=args.net, prefix4=args.prefix4, prefix6=args.prefix6,
                                    ports=sw.parse_ports(args.ports), unattributed=args.unattributed,
-                                   protected=tuple(ipaddress.ip_network(n, strict=False) for n in args.ignore))
+                                   protected=parse_networks(args.ignore, "--ignore"))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:

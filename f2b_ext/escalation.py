@@ -107,7 +107,12 @@ class HostBan:
 
     @property
     def forgeable(self) -> bool:
-        return self.proto is not None and self.proto not in UNFORGEABLE_PROTOCOLS
+        return forgeable(self.proto)
+
+
+def forgeable(proto: Optional[str]) -> bool:
+    """Is evidence captured with this F-PROTO trivial to forge? Unknown (None) is not."""
+    return proto is not None and proto not in UNFORGEABLE_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -153,13 +158,16 @@ class Safety:
     def why_unsafe(self, net: Network) -> Optional[str]:
         if net.prefixlen < self.maxprefix[net.version]:
             return f"wider than maxprefix /{self.maxprefix[net.version]}"
-        for p in self.protected:
-            if p.version == net.version and net.overlaps(p):
-                return f"covers protected {p}"
-        for b in self.bogons:
-            if b.version == net.version and net.overlaps(b):
-                return f"overlaps bogon {b}"
+        if (p := first_overlap(net, self.protected)) is not None:
+            return f"covers protected {p}"
+        if (b := first_overlap(net, self.bogons)) is not None:
+            return f"overlaps bogon {b}"
         return None
+
+
+def first_overlap(net: Network, others: Iterable[Network]) -> Optional[Network]:
+    """The first of `others` (of net's family) that `net` overlaps, or None."""
+    return next((o for o in others if o.version == net.version and net.overlaps(o)), None)
 
 
 @dataclass(frozen=True)
@@ -318,7 +326,7 @@ class Escalator:
         for (fam, i), win in self._windows.items():
             plen = self.ladder.rungs[fam][i][0]
             for prefix, members in win.by_prefix.items():
-                out[_net(fam, prefix, plen)] = len(members)
+                out[prefix_network(fam, prefix, plen)] = len(members)
         return out
 
     def tracked(self) -> int:
@@ -343,10 +351,10 @@ class Escalator:
         win.add(prefix, int(member.network_address), when, forged)
         if win.count(prefix) < need:
             return []
-        net = _net(fam, prefix, plen)
+        net = prefix_network(fam, prefix, plen)
         if self._banned.get(net, 0) > self._now:
             return []
-        counted = [(_net(fam, m, member.prefixlen, exact=True), f) for m, f in win.members(prefix)]
+        counted = [(prefix_network(fam, m, member.prefixlen, exact=True), f) for m, f in win.members(prefix)]
         target = self._safe_prefix(net, around, [m for m, _ in counted], need)
         if target is None:
             return []
@@ -375,7 +383,9 @@ class Escalator:
         return None
 
 
-def _net(fam: int, value: int, plen: int, exact: bool = False) -> Network:
+def prefix_network(fam: int, value: int, plen: int, exact: bool = False) -> Network:
+    """The /plen holding `value`: a prefix value (its top plen bits), or with `exact`
+    an address that already is the network address."""
     host = HOST_PREFIX[fam]
     addr = value if exact else value << (host - plen)
     return ipaddress.ip_network((addr, plen)) if fam == 4 else ipaddress.IPv6Network((addr, plen))

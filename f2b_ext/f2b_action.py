@@ -27,7 +27,7 @@ from fail2ban.server.mytime import MyTime
 from fail2ban.server.ticket import FailTicket, Ticket
 
 from .escalation import (DEFAULT_BOGONS, ConfigError, Escalator, HostBan, Ladder, Safety,
-                         Schedule, parse_duration, parse_networks)
+                         Schedule, forgeable, parse_duration, parse_networks)
 from .host import own_addresses
 
 DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
@@ -134,21 +134,20 @@ class SubnetEscalateAction(ActionBase):
     def ban(self, aInfo):
         ip = aInfo["ip"]
         now = MyTime.time()
+        data = aInfo["F-*"] or {}
         if not ip.isSingle:
             # a prefix: ours (re-entering through the jail), an admin's, restored, or the
             # filter's own (synrecv bans the /24 the watcher names; its evidence is forgeable)
             net = ipaddress.ip_network(str(ip), strict=False)
             bantime = aInfo["bantime"]
             until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
-            data = aInfo["F-*"] or {}
             from_filter = "proto" in data and "escalation" not in data and not aInfo["restored"]
-            forged = from_filter and HostBan(net.network_address, now, data["proto"]).forgeable
+            forged = from_filter and forgeable(data["proto"])
             with self._lock:
                 pending = self.escalator.mark_banned(net, until, now, forged)
                 while from_filter and pending:      # only a filter's prefix is new evidence
                     pending += self._escalate(pending.pop(0), now)
             return
-        data = aInfo["F-*"] or {}
         ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"))
         with self._lock:
             if aInfo["restored"] and ban.time <= self._last_escalation(ban.ip):

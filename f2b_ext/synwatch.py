@@ -29,18 +29,16 @@ never matches. Nothing here does I/O.
 """
 from __future__ import annotations
 
-import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
+from .escalation import HOST_PREFIX, Network, first_overlap, parse_networks, prefix_network
 from .report import Bounded
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 TCP_SYN_RECV = 3               # include/net/tcp_states.h; /proc prints it as "03"
-HOST_BITS = {4: 32, 6: 128}
+TCP_LISTEN = 10
 PORTS_PER_KEY = 16             # ports remembered per source; more are only counted
 
 # Always protected: a half-open connection from here is this machine talking to itself.
@@ -65,7 +63,7 @@ DIAG_MSG_SIZE = 72
 _DIAG_FIELDS = struct.Struct(">BBxxH2x16x16s")
 AF_INET, AF_INET6, IPPROTO_TCP = 2, 10, 6
 
-V4_MAPPED = 0xFFFF << 32                          # ::ffff:0:0/96, as an int
+V4_MAPPED = 0xFFFF                               # ::ffff:0:0/96: its bits above the IPv4 address
 
 
 class HalfOpen(NamedTuple):
@@ -78,21 +76,25 @@ class DiagError(OSError):
     """The kernel answered the dump with an error (errno in .errno)."""
 
 
-def diag_request(family: int, seq: int = 1) -> bytes:
-    """The netlink message asking for every TCP socket of `family` in SYN_RECV."""
-    body = DIAG_REQUEST.pack(family, IPPROTO_TCP, 0, 0, 1 << TCP_SYN_RECV)
+def diag_request(family: int, seq: int = 1, state: int = TCP_SYN_RECV) -> bytes:
+    """The netlink message asking for every TCP socket of `family` in `state`."""
+    body = DIAG_REQUEST.pack(family, IPPROTO_TCP, 0, 0, 1 << state)
     return NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), SOCK_DIAG_BY_FAMILY,
                              NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def _ipv6(value: int) -> tuple[int, int]:
+    """(version, address) of an IPv6 address: ::ffff:a.b.c.d is an IPv4 client."""
+    if value >> 32 == V4_MAPPED:
+        return 4, value & 0xFFFFFFFF
+    return 6, value
 
 
 def _remote(family: int, raw: bytes) -> tuple[int, int]:
     """(version, address int) of a 16-byte inet_diag address field."""
     if family == AF_INET:
         return 4, int.from_bytes(raw[:4], "big")
-    value = int.from_bytes(raw, "big")
-    if value >> 32 == 0xFFFF:                     # ::ffff:a.b.c.d, an IPv4 client
-        return 4, value & 0xFFFFFFFF
-    return 6, value
+    return _ipv6(int.from_bytes(raw, "big"))
 
 
 def parse_diag(buf: bytes | memoryview, out: list) -> bool:
@@ -127,11 +129,7 @@ def _proc_address(text: str, byteorder: str) -> tuple[int, int]:
     if byteorder == "little":
         raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     value = int.from_bytes(raw, "big")
-    if len(raw) == 4:
-        return 4, value
-    if value >> 32 == 0xFFFF:
-        return 4, value & 0xFFFFFFFF
-    return 6, value
+    return (4, value) if len(raw) == 4 else _ipv6(value)
 
 
 def parse_proc_row(row: str, byteorder: str) -> HalfOpen | None:
@@ -150,10 +148,6 @@ def parse_proc_row(row: str, byteorder: str) -> HalfOpen | None:
 
 # --- deciding -----------------------------------------------------------------------
 
-def networks(items: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(i, strict=False) for i in items)
-
-
 @dataclass(frozen=True)
 class Thresholds:
     host: int = 20                   # SYN_RECV entries from one address
@@ -169,7 +163,8 @@ class Thresholds:
             raise ValueError("thresholds must be at least 1")
         if not 8 <= self.prefix4 <= 32 or not 16 <= self.prefix6 <= 128:
             raise ValueError("prefix4 must be /8../32 and prefix6 /16../128")
-        object.__setattr__(self, "protected", tuple(dict.fromkeys(networks(LOOPBACK) + networks(self.protected))))
+        protected = parse_networks(LOOPBACK, "loopback") + parse_networks(self.protected, "protected")
+        object.__setattr__(self, "protected", tuple(dict.fromkeys(protected)))
 
     def prefix(self, version: int) -> int:
         return self.prefix4 if version == 4 else self.prefix6
@@ -192,11 +187,8 @@ class Tally:
         self.hosts = Bounded(capacity, dict)        # (version, address) -> {port: entries}
         self.nets = Bounded(capacity, dict)         # (version, address >> host bits) -> {port: entries}
         self.total = 0
-        self._shift = {4: 32 - thresholds.prefix4, 6: 128 - thresholds.prefix6}
+        self._shift = {v: HOST_PREFIX[v] - thresholds.prefix(v) for v in HOST_PREFIX}   # address -> prefix
         self._ports = thresholds.ports
-
-    def add(self, entry: HalfOpen):
-        self.feed((entry,))
 
     def feed(self, entries: Iterable[HalfOpen]) -> "Tally":
         """Count entries. The hot loop of a sample, so it does Bounded.add's work inline
@@ -228,19 +220,8 @@ class Tally:
     def exact(self) -> bool:
         return self.hosts.error == 0 and self.nets.error == 0
 
-    def _network(self, key, prefix: int | None = None) -> Network:
-        version, value = key
-        bits = HOST_BITS[version]
-        plen = bits if prefix is None else prefix
-        cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
-        return cls((value << (bits - plen), plen))
 
-
-def _protected(net: Network, protected: tuple) -> bool:
-    return any(net.version == p.version and net.overlaps(p) for p in protected)
-
-
-def _offender(source: Network, count: int, ports: Counter, addresses: int | None) -> Offender:
+def _offender(source: Network, count: int, ports: dict, addresses: int | None) -> Offender:
     port, _ = min(ports.items(), key=lambda kv: (-kv[1], kv[0]))
     return Offender(source, count, port, len(ports) - 1, addresses)
 
@@ -251,15 +232,15 @@ def offenders(tally: Tally) -> list[Offender]:
     th = tally.thresholds
     out: list[Offender] = []
     reported: set = set()
-    shift = {v: HOST_BITS[v] - th.prefix(v) for v in HOST_BITS}
+    shift = tally._shift
     addresses = Counter((v, a >> shift[v]) for v, a in tally.hosts.counts)
     for key, count in tally.nets.top(len(tally.nets.counts)):
         low = count - tally.nets.error
         if low < th.net:
             break
-        version = key[0]
-        net = tally._network(key, th.prefix(version))
-        if _protected(net, th.protected):
+        version, value = key
+        net = prefix_network(version, value, th.prefix(version))
+        if first_overlap(net, th.protected) is not None:
             continue
         out.append(_offender(net, low, tally.nets.extra[key], addresses[key]))
         reported.add(key)
@@ -270,8 +251,8 @@ def offenders(tally: Tally) -> list[Offender]:
         version, address = key
         if (version, address >> shift[version]) in reported:
             continue
-        host = tally._network(key)
-        if _protected(host, th.protected):
+        host = prefix_network(version, address, HOST_PREFIX[version])
+        if first_overlap(host, th.protected) is not None:
             continue
         out.append(_offender(host, low, tally.hosts.extra[key], None))
     out.sort(key=lambda o: (-o.count, o.source.version, o.source))

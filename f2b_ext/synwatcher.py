@@ -15,7 +15,6 @@ addresses are protected and re-read every `ADDRESS_REFRESH` seconds.
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import synwatch as sw
+from .escalation import parse_networks
 from .host import own_addresses
 
 TAG = "f2b-ext-synwatch"
@@ -44,10 +44,15 @@ class NetlinkReader:
         for family in (socket.AF_INET, socket.AF_INET6):
             self._dump(family, tally)
 
-    def _dump(self, family: int, tally: sw.Tally):
+    def probe(self):
+        """Raises OSError if this kernel cannot answer (no inet_diag). It asks for the
+        listening sockets, a few entries even under a flood; none of them is counted."""
+        self._dump(socket.AF_INET, sw.Tally(sw.Thresholds()), sw.TCP_LISTEN)
+
+    def _dump(self, family: int, tally: sw.Tally, state: int = sw.TCP_SYN_RECV):
         self._seq += 1
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, sw.NETLINK_SOCK_DIAG) as nl:
-            nl.send(sw.diag_request(family, self._seq))
+            nl.send(sw.diag_request(family, self._seq, state))
             buf = bytearray(RECV_BUFFER)
             batch: list = []
             done = False
@@ -92,7 +97,7 @@ def reader_for(choice: str, warn=lambda msg: None):
         return READERS[choice]()
     reader = NetlinkReader()
     try:
-        reader.sample(sw.Tally(sw.Thresholds()))
+        reader.probe()
         return reader
     except OSError as exc:
         warn(f"sock_diag unavailable ({exc.strerror or exc}); reading /proc/net/tcp instead")
@@ -117,15 +122,11 @@ class LineSink:
             sys.stdout.write("".join(line + "\n" for line in lines))
             sys.stdout.flush()
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + _offset(now)
-        head = f"{stamp} {TAG}[{os.getpid()}]: "
+        local = time.localtime(now)
+        zone = time.strftime("%z", local)                   # +0900 -> +09:00 (RFC 3339)
+        head = f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}{zone[:3]}:{zone[3:]} {TAG}[{os.getpid()}]: "
         with open(self.path, "a") as fh:
             fh.write("".join(head + line + "\n" for line in lines))
-
-
-def _offset(now: float) -> str:
-    z = time.strftime("%z", time.localtime(now))        # +0900
-    return f"{z[:3]}:{z[3:]}"
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Watcher:
         if not self.refresh or now - self._addresses_at < ADDRESS_REFRESH:
             return
         self._addresses_at = now
-        own = tuple(sw.networks(own_addresses()))
+        own = parse_networks(own_addresses(), "own addresses")
         self.thresholds = replace(self.thresholds, protected=self._ignore + own)
 
     def once(self, now: float | None = None) -> list[str]:
@@ -171,9 +172,7 @@ class Watcher:
         while not stopping and not stop():
             try:
                 self.once()
-            except OSError as exc:
-                if exc.errno in (errno.EINTR,):
-                    continue
+            except OSError as exc:          # (EINTR never gets here: Python retries it)
                 print(f"{TAG}: sample failed: {exc.strerror or exc}", file=sys.stderr, flush=True)
             beat += interval
             while not stopping and not stop() and (left := beat - time.monotonic()) > 0:
