@@ -17,7 +17,7 @@
 # a prefix overlapping `bogons` ("default": RFC 1918, loopback, documentation, ...; or
 # your own list; "none"). Evidence trivial to forge (UDP, ICMP, GRE ... per the filter's
 # captured protocol) does not count unless spoofable=count, and then gets the shortest
-# step of the schedule.
+# step of the schedule. Outbound lines (captured dir OUT) are never forgeable.
 #
 # Parameters (defaults): hosts=5 nets=3 prefix4=24 prefix6=64 wide4=16 wide6=48
 #   (or ladder4="24:5 16:3" ladder6="64:5 48:3"), window=1h, schedule="1h 6h 1d 1w",

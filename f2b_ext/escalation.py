@@ -39,6 +39,10 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Protocols (the filter's F-PROTO capture) whose source address proves nothing: no
 # handshake binds the sender to it. TCP is the only one that does not count as forged.
 UNFORGEABLE_PROTOCOLS = frozenset({"TCP"})
+# Directions (the filter's F-DIR: netfilter's IN/OUT, ipfw's in/out) whose remote this
+# host chose itself: on a packet it sent, the remote is the destination, whatever the
+# protocol, and nobody else can put it there.
+UNFORGEABLE_DIRECTIONS = frozenset({"out"})
 
 # Address space that is never a real remote on the Internet (RFC 6890 and friends).
 # A prefix overlapping any of these is never escalated. Tests on documentation ranges
@@ -104,14 +108,18 @@ class HostBan:
     ip: Address
     time: float
     proto: Optional[str] = None        # the filter's F-PROTO; None when unknown
+    direction: Optional[str] = None    # the filter's F-DIR; None when unknown
 
     @property
     def forgeable(self) -> bool:
-        return forgeable(self.proto)
+        return forgeable(self.proto, self.direction)
 
 
-def forgeable(proto: Optional[str]) -> bool:
-    """Is evidence captured with this F-PROTO trivial to forge? Unknown (None) is not."""
+def forgeable(proto: Optional[str], direction: Optional[str] = None) -> bool:
+    """Is evidence captured with this F-PROTO and F-DIR trivial to forge? Unknown (None)
+    is not; an outbound packet never is."""
+    if direction is not None and direction.lower() in UNFORGEABLE_DIRECTIONS:
+        return False
     return proto is not None and proto not in UNFORGEABLE_PROTOCOLS
 
 

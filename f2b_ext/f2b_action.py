@@ -142,13 +142,13 @@ class SubnetEscalateAction(ActionBase):
             bantime = aInfo["bantime"]
             until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
             from_filter = "proto" in data and "escalation" not in data and not aInfo["restored"]
-            forged = from_filter and forgeable(data["proto"])
+            forged = from_filter and forgeable(data["proto"], data.get("dir"))
             with self._lock:
                 pending = self.escalator.mark_banned(net, until, now, forged)
                 while from_filter and pending:      # only a filter's prefix is new evidence
                     pending += self._escalate(pending.pop(0), now)
             return
-        ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"))
+        ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"), data.get("dir"))
         with self._lock:
             if aInfo["restored"] and ban.time <= self._last_escalation(ban.ip):
                 return           # restored after a restart, and already used up by an escalation

@@ -20,10 +20,10 @@ def esc(**kw):
     return Escalator(**kw)
 
 
-def bans(e, addrs, t0=1000.0, step=1.0, proto="TCP"):
+def bans(e, addrs, t0=1000.0, step=1.0, proto="TCP", direction=None):
     out = []
     for i, a in enumerate(addrs):
-        out += e.observe(HostBan(ip(a), t0 + i * step, proto))
+        out += e.observe(HostBan(ip(a), t0 + i * step, proto, direction))
     return out
 
 
@@ -53,6 +53,19 @@ def test_forgeable_evidence_does_not_count_by_default():
     e = esc(spoofable="count")
     [c] = bans(e, [f"203.0.113.{i}" for i in range(1, 6)], proto="47")
     assert c.forged
+
+
+@pytest.mark.parametrize("direction", ["OUT", "out"])      # netfilter's F-DIR, ipfw's
+@pytest.mark.parametrize("proto", ["UDP", "ICMP", "47", "TCP"])
+def test_outbound_evidence_is_never_forged(direction, proto):
+    """An outbound line's remote is the destination this host chose: whatever the
+    protocol, it counts (spoofable=ignore) and is not marked forged."""
+    e = esc()
+    assert bans(e, [f"203.0.113.{i}" for i in range(1, 5)], proto=proto, direction=direction) == []
+    [c] = bans(e, ["203.0.113.5"], t0=1010, proto=proto, direction=direction)
+    assert not c.forged
+    for inbound in ("IN", "in", None):
+        assert HostBan(ip("203.0.113.1"), 0, proto, inbound).forgeable == (proto != "TCP")
 
 
 def test_mixed_evidence_marks_the_candidate_forged():

@@ -26,9 +26,24 @@ def stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
 
-def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: int = 23) -> str:
-    return LINE.format(stamp=stamp(), prefix=prefix, inn="" if out else "eth0", out="eth0" if out else "",
+def line(prefix: str, src: str, dst: str = "192.0.2.1", out: bool = False, dpt: int = 23,
+         proto: str = "TCP") -> str:
+    text = LINE.format(stamp=stamp(), prefix=prefix, inn="" if out else "eth0", out="eth0" if out else "",
                        mac="" if out else MAC, src=src, dst=dst, spt=40000, dpt=dpt)
+    if proto == "UDP":
+        text = text.split(" PROTO=")[0] + f" PROTO=UDP SPT=40000 DPT={dpt} LEN=40"
+    return text
+
+
+def shipped_action(jail: str, escalate_option: str) -> str:
+    """The jail's action as shipped, with one more subnet-escalate option, for jail.local."""
+    from configparser import RawConfigParser
+    conf = RawConfigParser()
+    conf.read(ROOT / "jail.d" / "f2b-ext.conf")
+    lines = conf.get(jail, "action").strip().splitlines()
+    lines = [ln.replace("]", f", {escalate_option}]") if ln.startswith("subnet-escalate") else ln for ln in lines]
+    assert any(escalate_option in ln for ln in lines), lines
+    return "\n    ".join(lines)
 
 
 def gre(src: str) -> str:
@@ -89,7 +104,11 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
     local = ("[DEFAULT]\nignoreself = false\n\n"
              # the others follow its logpath and backend
              "[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
-             + "".join(f"[{jail}]\nenabled = true\n\n" for jail in SYSLOG_JAILS[1:])
+             + "".join(f"[{jail}]\nenabled = true\n\n" for jail in SYSLOG_JAILS[1:]
+                       if jail != "f2b-ext-outbound")
+             # the shipped action line, but documentation ranges (bogons) may escalate
+             + "[f2b-ext-outbound]\nenabled = true\naction = " + shipped_action("f2b-ext-outbound", "bogons=none")
+             + "\n\n"
              + "[f2b-ext-synrecv]\nenabled = true\nlogpath = {log}\nbackend = polling\n\n"
              # FreeBSD's ipfw lines, banned here into Linux's nft sets
              + "[f2b-ext-ipfw]\nenabled = true\nlogpath = {log}\nbackend = polling\n"
@@ -101,11 +120,15 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             assert all(j in f2b.client("status").stdout for j in JAILS)
             f2b.append(*[line("FINAL_REJECT: ", "203.0.113.5", dpt=p) for p in (22, 23, 25)],
                        *[line("[UFW BLOCK] ", "198.51.100.5", dpt=p) for p in (22, 23, 25)],
-                       line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst="203.0.113.66", out=True, dpt=4444),
+                       # UDP, which inbound would be forgeable: outbound evidence counts whatever the protocol
+                       *[line("UNKNOWN_OUTGOING: ", "192.0.2.1", dst=f"203.0.113.{h}", out=True, dpt=4444,
+                              proto="UDP") for h in range(66, 71)],
                        gre("203.0.113.47"), gre("203.0.113.47"),
                        synwatch("198.18.7.0/24"), synwatch("198.18.7.0/24"),
                        *[ipfw("198.18.9.9", dpt=p) for p in (22, 23, 25)])
             f2b.wait_for(lambda: "203.0.113.66" in f2b.bans("f2b-ext-outbound"), what="the outbound ban")
+            # five called remotes of one /24: egress to the /24 is blocked
+            f2b.wait_for(lambda: "203.0.113.0/24" in f2b.bans("f2b-ext-outbound"), what="the outbound /24")
             f2b.wait_for(lambda: {"203.0.113.5", "198.51.100.5"} <= set(f2b.bans("f2b-ext-inbound")),
                          what="the inbound bans")
             f2b.wait_for(lambda: "203.0.113.47" in f2b.bans("f2b-ext-gre"), what="the GRE ban")
@@ -120,8 +143,13 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             # fail2ban lists a ban before its actions have run: wait for the kernel's sets
             def both_banned():
                 text = lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
-                return text if all(a in text for a in ("203.0.113.66", "203.0.113.5", "198.18.7.0/24")) else None
+                return text if all(a in text for a in ("203.0.113.66", "203.0.113.0/24", "203.0.113.5",
+                                                        "198.18.7.0/24")) else None
             ruleset = until(both_banned, 5)
             assert ruleset and "f2b_ext_outbound_output" in ruleset and "f2b_ext_inbound_input" in ruleset
+            # subnet-escalate's own view; spoofable is at its default (ignore), so escalating
+            # on UDP lines shows that outbound evidence is not taken as forged
+            escalated = f2b.client("get", "f2b-ext-outbound", "action", "subnet-escalate", "escalations").stdout
+            assert "203.0.113.0/24 until" in escalated, escalated
         finally:
             f2b.close()
