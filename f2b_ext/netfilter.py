@@ -201,32 +201,34 @@ class _Tokens:
 
     def __init__(self, text: str):
         self.items = text.split(" ")
+        self.items.append("")           # the end reads as an empty field: no bounds checks
         self.pos = 0
 
     def peek(self) -> str:
-        return self.items[self.pos] if self.pos < len(self.items) else ""
+        return self.items[self.pos]
 
     def take(self) -> str:
-        tok = self.peek()
-        self.pos += 1
+        tok = self.items[self.pos]
+        if tok or self.pos < len(self.items) - 1:     # never step past the end marker
+            self.pos += 1
         return tok
 
     def field(self, name: str) -> Optional[str]:
         """Take `NAME=value` if it is next; None (and nothing taken) otherwise."""
-        tok = self.peek()
-        if tok.startswith(name + "="):
+        tok = self.items[self.pos]
+        cut = len(name)
+        if tok[cut:cut + 1] == "=" and tok.startswith(name):
             self.pos += 1
-            return tok[len(name) + 1:]
+            return tok[cut + 1:]
         return None
 
     def flag(self, word: str) -> bool:
-        if self.peek() == word:
+        if self.items[self.pos] == word:
             self.pos += 1
             return True
         return False
 
 
-_NUM = re.compile(r"\d+")
 _HEX2 = re.compile(r"0x[0-9A-Fa-f]{2}")
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*")
 _IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
@@ -234,7 +236,8 @@ _IPV6_FULL = re.compile(r"[0-9a-f]{4}(?::[0-9a-f]{4}){7}")
 
 
 def _number(text: Optional[str]) -> Optional[int]:
-    return int(text) if text is not None and _NUM.fullmatch(text) else None
+    # isdecimal() is exactly the regex \d+ (Unicode category Nd), which int() accepts
+    return int(text) if text is not None and text.isdecimal() else None
 
 
 @functools.lru_cache(maxsize=65536)      # logs repeat addresses (the server's own in every line)
