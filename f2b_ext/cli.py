@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import netfilter as nf
+from . import __version__, netfilter as nf
 from .f2b_filter import PROJECT_DIR, Fail2banMissing, FilterRunner, config_dir, ensure_utc
 from .samples import SampleError, read_cases
 
@@ -620,9 +620,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="f2b-ext", description=__doc__.splitlines()[0].strip("."))
+    p = Parser(prog="f2b-ext", description="fail2ban filters, actions and jails that turn kernel firewall "
+                                           "LOG lines into bans: install them, check the machine, test "
+                                           "logs, report, show the ban schedule.")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="colour output (default: only on a terminal)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

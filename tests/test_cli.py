@@ -78,3 +78,16 @@ def test_bad_json_in_a_sample_is_one_line(tmp_path):
     bad.write_text("# failJSON: {not json}\nNov 21 08:08:21 host kernel: x\n")
     r = f2b_ext("test", str(bad))
     assert r.returncode == 2 and "bad JSON" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_help_on_every_subcommand_and_version():
+    from f2b_ext import __version__
+    from f2b_ext.cli import build_parser
+    commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+    assert {"install", "uninstall", "check", "test", "report", "schedule", "synwatch", "demo"} <= set(commands)
+    for command in commands:
+        r = f2b_ext(command, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: f2b-ext {command} "), (command, r.stderr)
+        assert "\033[" not in r.stdout
+    r = f2b_ext("--version")
+    assert (r.returncode, r.stdout) == (0, f"f2b-ext {__version__}\n")
