@@ -10,39 +10,48 @@ inside each /16 (/48), and so on. Every count forgets what left the window, so m
 follows the window, not the length of the attack.
 
 Before a prefix is proposed, `Safety` checks it: never wider than `maxprefix`, never
-overlapping a protected network (the jail's ignoreip, the machine's own addresses, the
+overlapping a protected network (the jail's ignoreip, this server's dependencies: its
+addresses, gateways, resolvers, NTP servers, peers, see f2b_ext/dependencies.py; the
 admin's `protect` list) or a bogon range. An unsafe prefix shrinks to the widest
 sub-prefix around the newest offender that is safe and still holds enough evidence, or
-is dropped.
+is dropped. Protected networks sit in a `NetworkIndex`, so thousands of peers cost a
+binary search, not a scan.
+
+Evidence has a kind (f2b_ext/evidence.py: proven, outbound, forgeable; an inbound LOG
+line is forgeable whatever its protocol). Each member counted remembers its kind; a
+candidate's evidence is the weakest kind its threshold needed. Forgeable evidence counts
+unless `spoofable=ignore`; only kinds at least as strong as `widen` (default: proven)
+climb the wide rungs; escalations on evidence whose rule says `breaker` pass the
+`Breaker` (at most `maxrate` per period, at most `maxheld` first-rung prefixes' worth of
+address space held at once): past a bound, escalation pauses and `paused` says why.
+`hold(reason)` pauses everything (the adapter fails closed when it cannot tell what the
+server depends on).
 
 `Schedule.ban_time()` gives a prefix's ban length from how often it was escalated
 before (the history lives in fail2ban's database; the adapter looks it up): the steps
-"1h 6h 1d 1w" repeat the last, are capped by `maxtime`, get up to `rndtime` of jitter,
-and evidence that is trivial to forge always gets the first (shortest) step.
+"1h 6h 1d 1w" repeat the last, are capped by `maxtime`, get up to `rndtime` of jitter;
+evidence whose rule says so gets the `forged` steps instead (default one short step that
+never grows).
 
 The caller tells the escalator what it banned (`mark_banned`): that suppresses repeats
 while the ban lasts, uses up the evidence (escalating the same prefix again takes new
-hosts) and feeds the next rung (not when its evidence was forgeable and ignored). Time is always passed in; nothing
-here does I/O.
+hosts) and feeds the next rung (only evidence allowed to climb). Time is always passed
+in; nothing here does I/O.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections import OrderedDict
+from bisect import bisect_right
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .evidence import RULES, Evidence, classify, weakest_needed
+from .evidence import parse as parse_evidence
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Protocols (the filter's F-PROTO capture) whose source address proves nothing: no
-# handshake binds the sender to it. TCP is the only one that does not count as forged.
-UNFORGEABLE_PROTOCOLS = frozenset({"TCP"})
-# Directions (the filter's F-DIR: netfilter's IN/OUT, ipfw's in/out) whose remote this
-# host chose itself: on a packet it sent, the remote is the destination, whatever the
-# protocol, and nobody else can put it there.
-UNFORGEABLE_DIRECTIONS = frozenset({"out"})
 
 # Address space that is never a real remote on the Internet (RFC 6890 and friends).
 # A prefix overlapping any of these is never escalated. Tests on documentation ranges
@@ -111,16 +120,8 @@ class HostBan:
     direction: Optional[str] = None    # the filter's F-DIR; None when unknown
 
     @property
-    def forgeable(self) -> bool:
-        return forgeable(self.proto, self.direction)
-
-
-def forgeable(proto: Optional[str], direction: Optional[str] = None) -> bool:
-    """Is evidence captured with this F-PROTO and F-DIR trivial to forge? Unknown (None)
-    is not; an outbound packet never is."""
-    if direction is not None and direction.lower() in UNFORGEABLE_DIRECTIONS:
-        return False
-    return proto is not None and proto not in UNFORGEABLE_PROTOCOLS
+    def evidence(self) -> Evidence:
+        return classify(self.proto, self.direction)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Candidate:
     net: Network
     rung: int                          # 1 = first rung above hosts
     members: int                       # distinct members counted inside, in the window
-    forged: bool                       # needs evidence that is trivial to forge
+    evidence: Evidence                 # the weakest kind the threshold needed
     reason: str
 
 
@@ -157,16 +158,50 @@ class Ladder:
         return cls(rungs)
 
 
+class NetworkIndex:
+    """Networks, for "which one does this prefix overlap?" in O(log n): per family the
+    intervals sorted by start, with the running maximum of their ends."""
+    __slots__ = ("nets", "_starts", "_reach")
+
+    def __init__(self, nets: Iterable[Network] = ()):
+        self.nets = tuple(nets)
+        self._starts: dict = {4: [], 6: []}
+        self._reach: dict = {4: [], 6: []}           # (max end so far, its network)
+        for n in sorted(self.nets, key=lambda n: (n.version, int(n.network_address))):
+            reach = self._reach[n.version]
+            end = int(n.broadcast_address)
+            self._starts[n.version].append(int(n.network_address))
+            reach.append(max(reach[-1], (end, n), key=lambda r: r[0]) if reach else (end, n))
+
+    def overlap(self, net: Network) -> Optional[Network]:
+        """A protected network that `net` overlaps, or None."""
+        i = bisect_right(self._starts[net.version], int(net.broadcast_address)) - 1
+        if i < 0:
+            return None
+        end, other = self._reach[net.version][i]
+        return other if end >= int(net.network_address) else None
+
+    def __len__(self):
+        return len(self.nets)
+
+    def __iter__(self):
+        return iter(self.nets)
+
+
 @dataclass(frozen=True)
 class Safety:
-    protected: tuple = ()              # networks never to cover (ignoreip, own, protect)
+    protected: tuple = ()              # networks never to cover (ignoreip, dependencies, protect)
     bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)
     maxprefix: dict = field(default_factory=lambda: dict(DEFAULT_MAXPREFIX))
+    index: NetworkIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "index", NetworkIndex(self.protected))
 
     def why_unsafe(self, net: Network) -> Optional[str]:
         if net.prefixlen < self.maxprefix[net.version]:
             return f"wider than maxprefix /{self.maxprefix[net.version]}"
-        if (p := first_overlap(net, self.protected)) is not None:
+        if (p := self.index.overlap(net)) is not None:
             return f"covers protected {p}"
         if (b := first_overlap(net, self.bogons)) is not None:
             return f"overlaps bogon {b}"
@@ -178,68 +213,92 @@ def first_overlap(net: Network, others: Iterable[Network]) -> Optional[Network]:
     return next((o for o in others if o.version == net.version and net.overlaps(o)), None)
 
 
+def _steps(text: str, name: str) -> tuple:
+    parsed = tuple(parse_duration(s, name) for s in text.split())
+    if not parsed:
+        raise ConfigError(f"{name}: give at least one ban length, e.g. \"1h 6h 1d 1w\"")
+    return parsed
+
+
 @dataclass(frozen=True)
 class Schedule:
     steps: tuple = (3600, 6 * 3600, 86400, 7 * 86400)
     maxtime: int = 7 * 86400
     rndtime: int = 0
     forget: int = 30 * 86400           # history older than this is forgotten
+    forged: tuple = (1800,)            # for evidence whose rule says "forged": short, flat
 
     @classmethod
     def parse(cls, steps: str, maxtime: str | None = None, rndtime: str | None = None,
-              forget: str | None = None) -> "Schedule":
-        parsed = tuple(parse_duration(s, "schedule") for s in steps.split())
-        if not parsed:
-            raise ConfigError("schedule: give at least one ban length, e.g. \"1h 6h 1d 1w\"")
+              forget: str | None = None, forged: str | None = None) -> "Schedule":
+        parsed = _steps(steps, "schedule")
+        flat = _steps(forged, "forgedschedule") if forged else cls.forged
         jitter = 0 if rndtime in (None, "", "0") else parse_duration(rndtime, "rndtime")
-        cap = parse_duration(maxtime, "maxtime") if maxtime else max(parsed) + jitter
-        return cls(parsed, cap, jitter, parse_duration(forget, "forget") if forget else 30 * 86400)
+        cap = parse_duration(maxtime, "maxtime") if maxtime else max(parsed + flat) + jitter
+        return cls(parsed, cap, jitter, parse_duration(forget, "forget") if forget else 30 * 86400, flat)
 
-    def ban_time(self, prior: int, forged: bool = False, rnd: float = 0.0) -> int:
-        """Seconds for a prefix escalated `prior` times before (within `forget`).
-        `rnd` in [0, 1) picks the jitter. Always finite and positive."""
-        step = self.steps[0] if forged else self.steps[min(max(prior, 0), len(self.steps) - 1)]
+    def ban_time(self, prior: int, evidence: Evidence = Evidence.PROVEN, rnd: float = 0.0) -> int:
+        """Seconds for a prefix escalated `prior` times before (within `forget`) on this
+        kind of evidence. `rnd` in [0, 1) picks the jitter. Always finite and positive."""
+        steps = self.forged if RULES[evidence].schedule == "forged" else self.steps
+        step = steps[min(max(prior, 0), len(steps) - 1)]
         return max(1, min(step + int(rnd * self.rndtime), self.maxtime))
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """Bounds on escalations whose evidence rule says `breaker`: at most `maxrate` within
+    `period` seconds, and at most `maxheld` first-rung prefixes (/24, /64) worth of
+    address space banned at once. 0 turns a bound off."""
+    maxrate: int = 10
+    period: int = 3600
+    maxheld: int = 64
+
+    @classmethod
+    def parse(cls, rate: str, held: str) -> "Breaker":
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\S+)\s*", str(rate))
+        if not m:
+            raise ConfigError(f"maxrate: {rate!r} is not COUNT/DURATION like 10/1h")
+        try:
+            maxheld = int(held)
+        except ValueError:
+            raise ConfigError(f"maxheld: {held!r} is not a number") from None
+        if maxheld < 0:
+            raise ConfigError(f"maxheld: {maxheld} is negative")
+        return cls(int(m.group(1)), parse_duration(m.group(2), "maxrate"), maxheld)
+
+    def why_tripped(self, recent: int, held: float, adding: float) -> Optional[str]:
+        """Why one more escalation of `adding` units must wait, or None."""
+        if self.maxrate and recent >= self.maxrate:
+            return f"{recent} escalations on unproven evidence within {self.period}s (maxrate {self.maxrate}/{self.period}s)"
+        if self.maxheld and held + adding > self.maxheld:
+            return (f"{held:g} /24 (/64) prefixes' worth held on unproven evidence, "
+                    f"{adding:g} more would pass maxheld {self.maxheld}")
+        return None
 
 
 # --- The escalator -------------------------------------------------------------------
 
 class _Window:
-    """Distinct members per prefix, seen within `window` seconds.
+    """Distinct members per prefix, seen within `window` seconds, with the kind of
+    evidence each one rests on.
 
     `seen` keeps (prefix, member) pairs oldest first, so forgetting is popping from the
     front; `by_prefix` indexes the same pairs by prefix, so counting and escalating never
     walk the whole window."""
-    __slots__ = ("seen", "by_prefix", "forged")
+    __slots__ = ("seen", "by_prefix")
 
     def __init__(self):
         self.seen: OrderedDict = OrderedDict()    # (prefix, member) -> time
-        self.by_prefix: dict = {}                 # prefix -> {member: forged}
-        self.forged: dict = {}                    # prefix -> members with forgeable evidence
+        self.by_prefix: dict = {}                 # prefix -> {member: Evidence}
 
-    def add(self, prefix, member, when: float, forged: bool):
-        key = (prefix, member)
-        members = self.by_prefix.setdefault(prefix, {})
-        if self.seen.pop(key, None) is not None and members[member]:
-            self.forged[prefix] -= 1
-        members[member] = forged
-        if forged:
-            self.forged[prefix] = self.forged.get(prefix, 0) + 1
-        self.seen[key] = when
+    def add(self, prefix, member, when: float, evidence: Evidence):
+        self.seen.pop((prefix, member), None)
+        self.by_prefix.setdefault(prefix, {})[member] = evidence
+        self.seen[(prefix, member)] = when
 
     def count(self, prefix) -> int:
         return len(self.by_prefix.get(prefix, ()))
-
-    def _remove(self, prefix, member):
-        members = self.by_prefix[prefix]
-        if members.pop(member):
-            n = self.forged[prefix] - 1
-            if n:
-                self.forged[prefix] = n
-            else:
-                del self.forged[prefix]
-        if not members:
-            del self.by_prefix[prefix]
 
     def expire(self, before: float):
         seen = self.seen
@@ -248,27 +307,44 @@ class _Window:
             if seen[key] >= before:
                 break
             del seen[key]
-            self._remove(*key)
+            prefix, member = key
+            members = self.by_prefix[prefix]
+            del members[member]
+            if not members:
+                del self.by_prefix[prefix]
 
     def drop(self, prefix):
         """Forget every member of `prefix` (its evidence was used up by a ban)."""
         for member in self.by_prefix.pop(prefix, {}):
             del self.seen[(prefix, member)]
-        self.forged.pop(prefix, None)
 
     def members(self, prefix) -> list:
-        """[(member, forged)] counted for `prefix`."""
+        """[(member, evidence)] counted for `prefix`."""
         return list(self.by_prefix.get(prefix, {}).items())
 
     def __len__(self):
         return len(self.seen)
 
 
+def _parse_widen(text) -> Evidence:
+    if isinstance(text, Evidence):
+        return text
+    try:
+        return parse_evidence(text)
+    except ValueError as exc:
+        raise ConfigError(f"widen: {exc}") from None
+
+
+# the weakest kind that climbs the wide rungs unless the admin opts in (evidence.RULES)
+DEFAULT_WIDEN = min(kind for kind, rule in RULES.items() if rule.climbs_wide)
+
+
 class Escalator:
     """Counts bans per prefix and proposes escalations (see the module's docstring)."""
 
     def __init__(self, ladder: Ladder = Ladder(), window: float = 3600, safety: Safety = Safety(),
-                 spoofable: str = "ignore"):
+                 spoofable: str = "count", widen: Evidence | str = DEFAULT_WIDEN,
+                 breaker: Breaker = Breaker()):
         if spoofable not in ("ignore", "count"):
             raise ConfigError(f"spoofable: {spoofable!r} must be 'ignore' or 'count'")
         if window <= 0:
@@ -278,55 +354,71 @@ class Escalator:
                 if plen < safety.maxprefix[fam]:
                     raise ConfigError(f"ladder{fam}: /{plen} is wider than maxprefix /{safety.maxprefix[fam]}")
         self.ladder, self.window, self.safety, self.spoofable = ladder, window, safety, spoofable
+        self.widen, self.breaker = _parse_widen(widen), breaker
         # one window per (family, rung index); rung 0 counts hosts
         self._windows = {(fam, i): _Window() for fam, rungs in ladder.rungs.items() for i in range(len(rungs))}
-        self._banned: dict = {}            # escalated network -> until (epoch seconds)
+        self._banned: dict = {}            # escalated network -> (until, Evidence)
+        self._bounded: deque = deque()     # times of escalations the breaker bounds
         self._now = 0.0
+        self.held: Optional[str] = None    # hold(): why nothing is proposed
+        self.paused: Optional[str] = None  # the breaker's last refusal, while it lasts
 
     # -- feeding --
     def observe(self, ban: HostBan) -> list[Candidate]:
         """A host ban happened. Returns prefixes that should now be banned."""
         self._advance(ban.time)
-        if ban.forgeable and self.spoofable == "ignore":
+        kind = ban.evidence
+        if not self._counts(kind, rung=0):
             return []
         fam = ban.ip.version
         if not self.ladder.rungs.get(fam):
             return []
         host = ipaddress.ip_network(ban.ip)
-        return self._count(fam, 0, host, ban.time, ban.forgeable, around=ban.ip)
+        return self._count(fam, 0, host, ban.time, kind, around=ban.ip)
 
-    def mark_banned(self, net: Network, until: float, now: float, forged: bool = False) -> list[Candidate]:
-        """The caller banned `net` until `until`. Suppresses repeats while it lasts and
-        counts it on the next rung; returns the wider prefixes that now qualify."""
+    def mark_banned(self, net: Network, until: float, now: float,
+                    evidence: Evidence = Evidence.PROVEN, restored: bool = False) -> list[Candidate]:
+        """The caller banned `net` until `until` on `evidence` (`restored`: a ban made
+        before a restart, already counted then). Suppresses repeats while it lasts,
+        counts it on the next rung if that evidence may climb there; returns the wider
+        prefixes that now qualify."""
         self._advance(now)
-        self._banned[net] = until
-        if forged and self.spoofable == "ignore":
-            return []              # remembered, but forgeable evidence climbs no rung
+        if RULES[evidence].breaker and not restored and self._banned.get(net, (0,))[0] <= now:
+            self._bounded.append(now)
+        self._banned[net] = (until, evidence)
         fam = net.version
         rungs = self.ladder.rungs.get(fam, ())
         for i, (plen, _) in enumerate(rungs):
             if plen == net.prefixlen:
                 # the evidence is used up: the next escalation of this prefix needs new hosts
                 self._windows[(fam, i)].drop(int(net.network_address) >> (HOST_PREFIX[fam] - plen))
-                if i + 1 < len(rungs):
-                    return self._count(fam, i + 1, net, now, forged, around=net.network_address)
+                if i + 1 < len(rungs) and self._counts(evidence, rung=i + 1):
+                    return self._count(fam, i + 1, net, now, evidence, around=net.network_address)
         return []
 
     def carry_over(self, old: "Escalator"):
-        """Take `old`'s bans, and its counts if the ladder and window are the same
-        (a reload with new parameters)."""
+        """Take `old`'s bans and breaker, and its counts if the ladder and window are the
+        same (a reload with new parameters)."""
         if (self.ladder, self.window) == (old.ladder, old.window):
             self._windows = old._windows
-        self._banned = old._banned
+        self._banned, self._bounded = old._banned, old._bounded
         self._now = old._now
 
     def forget_ban(self, net: Network):
         """fail2ban lifted the ban of `net` (schedule ended, or an admin unbanned it)."""
         self._banned.pop(net, None)
 
+    def hold(self, reason: Optional[str]):
+        """Propose nothing while `reason` is set (None releases)."""
+        self.held = reason
+
+    def set_safety(self, safety: Safety):
+        """New protected networks (dependencies change); counts stay."""
+        self.safety = safety
+
     # -- reading --
     def active(self, now: float) -> dict:
-        return {n: u for n, u in self._banned.items() if u > now}
+        return {n: u for n, (u, _) in self._banned.items() if u > now}
 
     def counting(self) -> dict:
         """{prefix: distinct members counted in the window} for every rung."""
@@ -341,53 +433,86 @@ class Escalator:
         """How many (prefix, member) pairs are held: the memory the windows use."""
         return sum(len(w) for w in self._windows.values())
 
+    def bounded_state(self, now: float) -> tuple[int, float]:
+        """(escalations the breaker bounds within its period, units they hold now)."""
+        self._advance(now)
+        return len(self._bounded), self._held_units(now)
+
     # -- inside --
+    def _counts(self, evidence: Evidence, rung: int) -> bool:
+        if evidence == Evidence.FORGEABLE and self.spoofable == "ignore":
+            return False
+        return rung == 0 or evidence >= self.widen
+
     def _advance(self, now: float):
         if now > self._now:
             self._now = now
         before = self._now - self.window
         for win in self._windows.values():
             win.expire(before)
+        while self._bounded and self._bounded[0] <= self._now - self.breaker.period:
+            self._bounded.popleft()
         if len(self._banned) > 1024:
-            self._banned = {n: u for n, u in self._banned.items() if u > self._now}
+            self._banned = {n: b for n, b in self._banned.items() if b[0] > self._now}
 
-    def _count(self, fam: int, i: int, member: Network, when: float, forged: bool,
+    def _units(self, net: Network) -> float:
+        rungs = self.ladder.rungs.get(net.version)
+        first = rungs[0][0] if rungs else HOST_PREFIX[net.version]
+        return 2.0 ** (first - net.prefixlen)
+
+    def _held_units(self, now: float) -> float:
+        return sum(self._units(n) for n, (u, ev) in self._banned.items() if u > now and RULES[ev].breaker)
+
+    def _count(self, fam: int, i: int, member: Network, when: float, evidence: Evidence,
                around: Address) -> list[Candidate]:
         plen, need = self.ladder.rungs[fam][i]
         prefix = int(member.network_address) >> (HOST_PREFIX[fam] - plen)
         win = self._windows[(fam, i)]
-        win.add(prefix, int(member.network_address), when, forged)
-        if win.count(prefix) < need:
+        win.add(prefix, int(member.network_address), when, evidence)
+        if win.count(prefix) < need or self.held:
             return []
         net = prefix_network(fam, prefix, plen)
-        if self._banned.get(net, 0) > self._now:
+        if self._banned.get(net, (0,))[0] > self._now:
             return []
-        counted = [(prefix_network(fam, m, member.prefixlen, exact=True), f) for m, f in win.members(prefix)]
+        counted = [(prefix_network(fam, m, member.prefixlen, exact=True), ev) for m, ev in win.members(prefix)]
         target = self._safe_prefix(net, around, [m for m, _ in counted], need)
         if target is None:
             return []
-        if target != net and self._banned.get(target, 0) > self._now:
+        if target != net and self._banned.get(target, (0,))[0] > self._now:
             return []
-        inside = [(m, f) for m, f in counted if m.subnet_of(target)]
-        # forged: unforgeable evidence alone would not have reached the threshold
-        was_forged = sum(1 for _, f in inside if not f) < need
+        inside = [ev for m, ev in counted if m.subnet_of(target)]
+        kind = weakest_needed(inside, need)
+        if RULES[kind].breaker:
+            why = self.breaker.why_tripped(len(self._bounded), self._held_units(self._now), self._units(target))
+            if why:
+                self.paused = f"{target} not escalated: {why}"
+                return []
+        self.paused = None
         what = "hosts" if i == 0 else f"/{member.prefixlen} prefixes"
         reason = (f"{len(inside)} {what} banned within {int(self.window)}s"
                   + ("" if target == net else f" (narrowed from {net}: {self.safety.why_unsafe(net)})"))
-        return [Candidate(target, i + 1, len(inside), was_forged, reason)]
+        return [Candidate(target, i + 1, len(inside), kind, reason)]
 
     def _safe_prefix(self, net: Network, around: Address, members: list, need: int) -> Optional[Network]:
         """`net` if safe; else the widest safe sub-prefix containing `around` that still
-        holds `need` members; else None."""
+        holds `need` members; else None. O(members + prefix length): each member is
+        inside the sub-prefixes around `around` up to the bits they share."""
         if self.safety.why_unsafe(net) is None:
             return net
         host = HOST_PREFIX[net.version]
+        shared = [0] * (host + 1)            # shared[k]: members inside exactly up to /k
+        a = int(around)
+        for m in members:
+            common = host - (int(m.network_address) ^ a).bit_length()
+            shared[min(common, m.prefixlen)] += 1
+        inside = sum(shared[net.prefixlen + 1:])
         for plen in range(net.prefixlen + 1, host):
-            sub = ipaddress.ip_network((int(around) >> (host - plen) << (host - plen), plen))
-            if sum(1 for m in members if m.subnet_of(sub)) < need:
+            if inside < need:
                 return None
+            sub = ipaddress.ip_network((a >> (host - plen) << (host - plen), plen))
             if self.safety.why_unsafe(sub) is None:
                 return sub
+            inside -= shared[plen]
         return None
 
 
@@ -397,3 +522,45 @@ def prefix_network(fam: int, value: int, plen: int, exact: bool = False) -> Netw
     host = HOST_PREFIX[fam]
     addr = value if exact else value << (host - plen)
     return ipaddress.ip_network((addr, plen)) if fam == 4 else ipaddress.IPv6Network((addr, plen))
+
+
+# --- What reaches a ban action ---------------------------------------------------------
+
+# What a ban reaching `ban()` is, from (single address?, F-* data, restored?), and what
+# the escalator makes of it: "observe" (new evidence on the first rung), "mark" (remember
+# a prefix; its evidence climbs if it may), "remember" (remember only, nothing new).
+#   kind             single  data has                restored  -> escalator
+BAN_KINDS = (
+    ("host",          True,   None,                   None,       "observe"),
+    ("ours-restored", False,  "escalation",           True,       "remember"),
+    ("ours",          False,  "escalation",           False,      "remember"),
+    ("filter-prefix", False,  "proto",                False,      "mark"),
+    ("restored",      False,  None,                   True,       "remember"),
+    ("admin-prefix",  False,  None,                   False,      "remember"),
+)
+
+
+def ban_kind(single: bool, data: dict, restored: bool) -> tuple[str, str]:
+    """(kind, what the escalator does) for a ban, by the first row of BAN_KINDS that fits."""
+    for kind, is_single, needs, was_restored, verb in BAN_KINDS:
+        if is_single != single or (needs is not None and needs not in data):
+            continue
+        if was_restored is not None and was_restored != restored:
+            continue
+        return kind, verb
+    raise AssertionError("BAN_KINDS covers every ban")
+
+
+def ticket_evidence(data: dict, default: Evidence) -> Evidence:
+    """The evidence a ticket's data records: ours store "evidence" (older versions a
+    "forged" flag); a filter's captures classify; otherwise `default`."""
+    if "evidence" in data:
+        try:
+            return parse_evidence(str(data["evidence"]))
+        except ValueError:
+            return Evidence.FORGEABLE
+    if "forged" in data:
+        return Evidence.FORGEABLE if data["forged"] else Evidence.PROVEN
+    if "proto" in data or "dir" in data:
+        return classify(data.get("proto"), data.get("dir"))
+    return default

@@ -7,10 +7,20 @@ is queued with `jail.putFailTicket()`, so the jail's own actions thread bans it 
 every action of the jail, stores it in fail2ban's database, shows it in
 `fail2ban-client status`, restores it after a restart and lifts it on schedule.
 The schedule's history is the prefix's ban count in that database (within `forget`).
-Prefix bans reaching `ban()` (ours, an admin's `banip 203.0.113.0/24`, restored ones)
-are only remembered, so they are never proposed twice; after a restart the restored
-host bans rebuild the counting windows. A prefix a filter matched (synrecv's /24 lines)
-is new evidence: it counts on the next rung like an escalated one. No state file of our own.
+Which kind of ban reached `ban()` decides what it means (`BAN_KINDS`, a table): a host
+is new evidence; our own prefix coming back or restored is only remembered; an admin's
+prefix is remembered as proven; a prefix a filter matched (synrecv's /24 lines) is new
+evidence of the kind its captures say. The evidence kind travels in the ticket's data,
+so a restart restores it.
+
+Dependencies (f2b_ext/dependencies.py, read by f2b_ext/host.py) are guarded from the
+moment the action is created, before the jail starts or restores a ban: every address
+the server depends on is put into the jail's own ignore list (fail2ban's machinery:
+`fail2ban-client get <jail> ignoreip` lists them, and an ignored address is never
+banned, stored or sent to the kernel), and into the escalator's protected networks. A
+thread refreshes them every `refresh` seconds (new peers, changed routes, resolved
+names) and keeps the remembered peers in `statedir`. When a source cannot be read or a
+name does not resolve, escalation is held (fail closed) and the log says why.
 
 Parameters arrive as strings (fail2ban passes them so); a bad one raises ValueError
 naming it when the jail starts, never later at ban time.
@@ -18,22 +28,29 @@ naming it when the jail starts, never later at ban time.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from fail2ban.server.action import ActionBase
 from fail2ban.server.mytime import MyTime
 from fail2ban.server.ticket import FailTicket, Ticket
 
-from .escalation import (DEFAULT_BOGONS, ConfigError, Escalator, HostBan, Ladder, Safety,
-                         Schedule, forgeable, parse_duration, parse_networks)
-from .host import own_addresses
+from . import dependencies as deps
+from . import host
+from .escalation import (DEFAULT_BOGONS, Breaker, ConfigError, Escalator, HostBan, Ladder, Safety,
+                         Schedule, ban_kind, parse_duration, parse_networks, ticket_evidence)
+from .evidence import Evidence
 
 DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
                 ladder4="", ladder6="", window="1h", schedule="1h 6h 1d 1w", maxtime="",
                 rndtime="", forget="30d", maxprefix4="16", maxprefix6="32", protect="",
-                bogons="default", spoofable="ignore")
+                bogons="default", spoofable="count", widen="proven", forgedschedule="30m",
+                maxrate="10/1h", maxheld="64", peers="protect", retention="7d", refresh="30s",
+                statedir="")
 
 
 def _int(params: dict, name: str, low: int, high: int) -> int:
@@ -63,26 +80,36 @@ def build(params: dict, protected: list[str]):
                     bogons=parse_networks(bogons, "bogons"),
                     maxprefix={4: _int(p, "maxprefix4", 1, 31), 6: _int(p, "maxprefix6", 1, 127)})
     escalator = Escalator(ladder=ladder, window=parse_duration(p["window"], "window"),
-                          safety=safety, spoofable=p["spoofable"])
-    schedule = Schedule.parse(p["schedule"], p["maxtime"] or None, p["rndtime"] or None, p["forget"])
+                          safety=safety, spoofable=p["spoofable"], widen=p["widen"],
+                          breaker=Breaker.parse(p["maxrate"], p["maxheld"]))
+    schedule = Schedule.parse(p["schedule"], p["maxtime"] or None, p["rndtime"] or None, p["forget"],
+                              p["forgedschedule"])
     return escalator, schedule
 
 
-def _ignoreip_networks(jail) -> list[str]:
-    """The jail's ignoreip as CIDR strings (names that are not addresses are skipped:
-    fail2ban resolves them itself; we cannot cover what we cannot name)."""
-    out = []
+def guard_params(params: dict) -> dict:
+    """The dependency guard's parameters, validated: peers, retention, refresh, statedir."""
+    p = dict(DEFAULTS, **params)
+    if p["peers"] not in ("protect", "allow"):
+        raise ConfigError(f"peers: {p['peers']!r} must be 'protect' or 'allow'")
+    return dict(peers=p["peers"] == "protect", retention=parse_duration(p["retention"], "retention"),
+                refresh=parse_duration(p["refresh"], "refresh"), statedir=p["statedir"])
+
+
+def _ignoreip(jail) -> tuple[list[str], list[str]]:
+    """The jail's ignoreip: (networks as CIDR strings, host names)."""
+    nets, names = [], []
     try:
         entries = jail.filter.getIgnoreIP()
     except Exception:
-        return out
+        return nets, names
     for entry in entries:
         text = str(entry)
         try:
-            out.append(str(ipaddress.ip_network(text, strict=False)))
+            nets.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
-            continue
-    return out
+            names.append(text)
+    return nets, names
 
 
 class SubnetEscalateAction(ActionBase):
@@ -96,64 +123,192 @@ class SubnetEscalateAction(ActionBase):
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._escalated = 0
+        self._stop = threading.Event()
+        self._thread = None
+        self._ours: set[str] = set()           # ignore entries this action added
+        self._deps: list = []                  # [Dependency] in force
+        self._resolved: dict = {}              # name -> [addresses]
+        self._unresolved: dict = {}            # name -> error
+        self._problems: list = []
+        self._saved_at = 0.0
         try:
             self.escalator, self.schedule = build(params, [])   # validate now: fail the jail start
+            self._guard = guard_params(params)
         except ConfigError as exc:
             raise ValueError(f"{name}: {exc}") from None
+        self._memory = self._load_peers()
+        # guard before the jail starts: no line read and no ban restored before this
+        self._refresh(resolve_names=False)
 
     # -- lifecycle --
-    def _protected(self) -> list[str]:
-        """Never to be covered: the jail's ignoreip and this machine's addresses."""
-        return _ignoreip_networks(self._jail) + own_addresses()
-
     def start(self):
-        with self._lock:
-            self.escalator, self.schedule = build(self._params, self._protected())
-        self._logSys.info("subnet-escalate: ladder %s, window %ss, schedule %s, %d protected",
+        self._refresh(resolve_names=False)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"f2b-ext-guard-{self._jail.name}", daemon=True)
+        self._thread.start()
+        self._logSys.info("subnet-escalate: ladder %s, window %ss, schedule %s, forged %s, %d dependencies guarded",
                           self.escalator.ladder.rungs, int(self.escalator.window),
-                          self.schedule.steps, len(self.escalator.safety.protected))
+                          self.schedule.steps, self.schedule.forged, len(self._deps))
 
     def stop(self):
-        pass
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._save_peers()
 
     def reload(self, **params):
-        """fail2ban-client reload: new parameters, same counting state and bans."""
+        """fail2ban-client reload: new parameters, same counting state and bans; the
+        ignore list fail2ban just rebuilt gets the dependencies back at once."""
         with self._lock:
             old = self.escalator
             try:
-                self.escalator, self.schedule = build(params, self._protected())
+                self.escalator, self.schedule = build(params, [])
+                self._guard = guard_params(params)
             except ConfigError as exc:
                 raise ValueError(f"{self._name}: {exc}") from None
             self.escalator.carry_over(old)
             self._params = params
+        self._ours.clear()          # fail2ban cleared the ignore list before reloading
+        self._refresh(resolve_names=False)
 
     def clearAllParams(self):
         """Called by reload before the new parameters arrive; the state stays."""
+
+    # -- dependencies --
+    def _loop(self):
+        names_due = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            resolve_names = now >= names_due or bool(self._unresolved)
+            try:
+                self._refresh(resolve_names=resolve_names)
+            except Exception as exc:          # never let the guard thread die silently
+                self._logSys.error("subnet-escalate: dependency refresh failed: %s", exc)
+                with self._lock:
+                    self.escalator.hold(f"dependency refresh failed: {exc}")
+            if resolve_names:
+                names_due = now + 600
+            self._stop.wait(self._guard["refresh"])
+
+    def _refresh(self, resolve_names: bool):
+        """Gather dependencies, remember peers, update the ignore list and the
+        escalator's protected networks; hold escalation while anything is unknown."""
+        gathered = host.gather()
+        now = time.time()
+        if self._guard["peers"]:
+            changed = self._memory.observe(gathered.peers, now) + len(self._memory.expire(now))
+            if changed or now - self._saved_at > 300:
+                self._save_peers()      # a new peer is kept at once: a kill -9 loses none
+                self._saved_at = now
+        ign_nets, ign_names = _ignoreip(self._jail)
+        names = dict(gathered.names, **{n: "ignoreip" for n in ign_names})
+        if resolve_names:
+            for name in names:
+                try:
+                    self._resolved[name] = host.resolve(name)
+                    self._unresolved.pop(name, None)
+                except OSError as exc:
+                    self._unresolved[name] = exc.strerror or str(exc)
+        found = list(gathered.found)
+        for name, source in names.items():
+            found += deps.dependencies(source, self._resolved.get(name, ()), name)
+        found += deps.dependencies("ignoreip", ign_nets) + deps.dependencies("protect", self._params.get("protect", "").replace(",", " ").split())
+        if self._guard["peers"]:
+            found += deps.dependencies("peer", self._memory.seen)
+        pending = [n for n in names if n not in self._resolved and n not in self._unresolved]
+        problems = list(gathered.problems) + [f"{n} does not resolve ({e})" for n, e in self._unresolved.items() if n in names]
+        problems += [f"{n} not resolved yet" for n in pending]
+        self._sync_ignore(found)
+        with self._lock:
+            self._deps = sorted(set(found), key=lambda d: (d.net.version, d.net, d.source))
+            nets = [str(d.net) for d in self._deps]
+            esc = self.escalator
+            esc.set_safety(Safety(protected=tuple(ipaddress.ip_network(n) for n in dict.fromkeys(nets)),
+                                  bogons=esc.safety.bogons, maxprefix=esc.safety.maxprefix))
+            reason = "; ".join(problems) or None
+            if reason != esc.held:
+                if reason:
+                    self._logSys.warning("[%s] subnet-escalate: escalation held (fail closed): %s", self._jail.name, reason)
+                elif esc.held:
+                    self._logSys.notice("[%s] subnet-escalate: escalation resumed, %d dependencies guarded",
+                                        self._jail.name, len(self._deps))
+                esc.hold(reason)
+            self._problems = problems
+
+    def _sync_ignore(self, found: list):
+        """Make the jail's ignore list hold every dependency (never removing an entry
+        that is not ours)."""
+        flt = self._jail.filter
+        want = {str(d.net.network_address) if d.net.prefixlen == d.net.max_prefixlen else str(d.net) for d in found}
+        have = {str(e) for e in flt.getIgnoreIP()}
+        for entry in sorted(want - have):
+            flt.addIgnoreIP(entry)
+            self._ours.add(entry)
+        for entry in sorted(self._ours - want):
+            self._ours.discard(entry)
+            for e in flt.getIgnoreIP():
+                if str(e) == entry:
+                    flt.delIgnoreIP(e)
+
+    def _peers_file(self) -> Path | None:
+        """`statedir`, or beside fail2ban's own database (Debian: /var/lib/fail2ban);
+        None when fail2ban keeps no database (then peers live in memory only)."""
+        name = f"f2b-ext-peers-{self._jail.name}.json"
+        if self._guard["statedir"]:
+            return Path(self._guard["statedir"]) / name
+        db = getattr(self._jail, "database", None)
+        filename = getattr(db, "filename", None)
+        if not filename or filename == ":memory:":
+            return None
+        return Path(filename).parent / name
+
+    def _load_peers(self) -> deps.PeerMemory:
+        path = self._peers_file()
+        try:
+            text = path.read_text() if path else ""
+        except OSError:
+            text = ""
+        return deps.PeerMemory.loads(text, self._guard["retention"])
+
+    def _save_peers(self):
+        """Write the remembered peers atomically (0600); a failure is logged, once."""
+        path = self._peers_file()
+        if not self._guard["peers"] or path is None:
+            return
+        try:
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peers-")
+            with os.fdopen(fd, "w") as f:
+                f.write(self._memory.dumps())
+            os.replace(tmp, path)
+        except OSError as exc:
+            if not getattr(self, "_save_warned", False):
+                self._logSys.warning("subnet-escalate: cannot keep peers in %s: %s", path, exc)
+                self._save_warned = True
 
     # -- bans --
     def ban(self, aInfo):
         ip = aInfo["ip"]
         now = MyTime.time()
         data = aInfo["F-*"] or {}
-        if not ip.isSingle:
-            # a prefix: ours (re-entering through the jail), an admin's, restored, or the
-            # filter's own (synrecv bans the /24 the watcher names; its evidence is forgeable)
-            net = ipaddress.ip_network(str(ip), strict=False)
-            bantime = aInfo["bantime"]
-            until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
-            from_filter = "proto" in data and "escalation" not in data and not aInfo["restored"]
-            forged = from_filter and forgeable(data["proto"], data.get("dir"))
+        kind, verb = ban_kind(ip.isSingle, data, bool(aInfo["restored"]))
+        if kind == "host":
+            ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"), data.get("dir"))
             with self._lock:
-                pending = self.escalator.mark_banned(net, until, now, forged)
-                while from_filter and pending:      # only a filter's prefix is new evidence
+                if aInfo["restored"] and ban.time <= self._last_escalation(ban.ip):
+                    return       # restored after a restart, and already used up by an escalation
+                pending = self.escalator.observe(ban)
+                while pending:
                     pending += self._escalate(pending.pop(0), now)
             return
-        ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"), data.get("dir"))
+        net = ipaddress.ip_network(str(ip), strict=False)
+        bantime = aInfo["bantime"]
+        until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
+        evidence = ticket_evidence(data, Evidence.PROVEN)
         with self._lock:
-            if aInfo["restored"] and ban.time <= self._last_escalation(ban.ip):
-                return           # restored after a restart, and already used up by an escalation
-            pending = self.escalator.observe(ban)
-            while pending:
+            pending = self.escalator.mark_banned(net, until, now, evidence, restored=verb != "mark")
+            while verb == "mark" and pending:      # only a filter's prefix is new evidence
                 pending += self._escalate(pending.pop(0), now)
 
     def unban(self, aInfo):
@@ -164,16 +319,16 @@ class SubnetEscalateAction(ActionBase):
 
     def _escalate(self, cand, now: float) -> list:
         prior = self._history(cand.net)
-        seconds = self.schedule.ban_time(prior, cand.forged, self._rng.random())
+        seconds = self.schedule.ban_time(prior, cand.evidence, self._rng.random())
         ticket = FailTicket(str(cand.net), now)
         ticket.setBanTime(seconds)
         ticket.setBanCount(prior + 1, always=True)
-        ticket.setData("escalation", cand.reason, "forged", cand.forged)
+        ticket.setData("escalation", cand.reason, "evidence", cand.evidence.label)
         self._jail.putFailTicket(ticket)
         self._escalated += 1
-        self._logSys.notice("[%s] Escalate %s for %ss (%s; escalation #%d%s)", self._jail.name, cand.net,
-                            seconds, cand.reason, prior + 1, ", forgeable evidence" if cand.forged else "")
-        return self.escalator.mark_banned(cand.net, now + seconds, now, cand.forged)
+        self._logSys.notice("[%s] Escalate %s for %ss (%s; escalation #%d; %s evidence)", self._jail.name, cand.net,
+                            seconds, cand.reason, prior + 1, cand.evidence.label)
+        return self.escalator.mark_banned(cand.net, now + seconds, now, cand.evidence)
 
     def _last_escalation(self, addr) -> float:
         """When the first-rung prefix around `addr` was last escalated (fail2ban's db)."""
@@ -216,12 +371,26 @@ class SubnetEscalateAction(ActionBase):
         return "\n".join(f"{_when(end)} {ip}" for end, ip in rows) or "none"
 
     @property
+    def dependencies(self) -> str:
+        """What is never banned here, and where each entry came from."""
+        with self._lock:
+            rows = [str(d) for d in self._deps]
+            problems = list(self._problems)
+        return "\n".join(rows + [f"problem: {p}" for p in problems]) or "none"
+
+    @property
     def status(self) -> str:
         now = MyTime.time()
         with self._lock:
-            return (f"escalated {self._escalated}, active {len(self.escalator.active(now))}, "
-                    f"counting {self.escalator.tracked()} members, ladder {self.escalator.ladder.rungs}, "
-                    f"schedule {list(self.schedule.steps)}")
+            esc = self.escalator
+            recent, held = esc.bounded_state(now)
+            state = (f"held: {esc.held}" if esc.held else
+                     f"paused: {esc.paused}" if esc.paused else "running")
+            return (f"escalated {self._escalated}, active {len(esc.active(now))}, "
+                    f"counting {esc.tracked()} members, ladder {esc.ladder.rungs}, "
+                    f"schedule {list(self.schedule.steps)}, forged schedule {list(self.schedule.forged)}, "
+                    f"unproven {recent}/{esc.breaker.maxrate} in {esc.breaker.period}s holding {held:g}/{esc.breaker.maxheld}, "
+                    f"{len(self._deps)} dependencies guarded, {state}")
 
 
 def _when(epoch: float) -> str:

@@ -104,7 +104,7 @@ enabled = true
 filter = netfilter[logprefix=FINAL_REJECT]
 logpath = {netfilter_log}
 action = {banaction}.py[direction=in, checkinterval={checkinterval}]
-         subnet-escalate.py[ladder4="24:{hosts}", ladder6="64:{hosts}", schedule="{schedule}", bogons=none]
+         subnet-escalate.py[ladder4="24:{hosts}", ladder6="64:{hosts}", schedule="{schedule}", forgedschedule="{schedule}", bogons=none]
 
 [netfilter-out]
 enabled = true

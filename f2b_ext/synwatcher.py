@@ -11,7 +11,9 @@ entries at a time, so memory is the tally's bounded tables, whatever the flood):
 has no inet_diag. The offenders' lines go to a log file (opened, appended and closed per
 interval, so logrotate needs no signal; written only by this daemon, so nobody else can
 put a line in it) or to stdout for journald. Names are never resolved. This machine's
-addresses are protected and re-read every `ADDRESS_REFRESH` seconds.
+addresses and what it depends on (gateways, resolvers, NTP servers given by address,
+peers it connected to: f2b_ext/host.gather) are never named, and re-read every
+`ADDRESS_REFRESH` seconds.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import synwatch as sw
-from .escalation import parse_networks
-from .host import own_addresses
+from .dependencies import dependencies
+from .host import gather
 
 TAG = "f2b-ext-synwatch"
 DEFAULT_LOG = "/var/log/f2b-ext/synwatch.log"
-ADDRESS_REFRESH = 300.0
+ADDRESS_REFRESH = 60.0
 RECV_BUFFER = 1 << 16
 BATCH = 512                     # entries parsed before they are counted
 
@@ -135,18 +137,21 @@ class Watcher:
     reader: object
     sink: LineSink
     capacity: int = 65536
-    refresh: bool = True                 # re-read this machine's addresses now and then
+    refresh: bool = True                 # re-read this machine's dependencies now and then
 
     def __post_init__(self):
         self._ignore = self.thresholds.protected
         self._addresses_at = float("-inf")
 
     def _protect_own(self, now: float):
+        """Never name this machine nor what it depends on (its gateways, resolvers, NTP
+        servers by address, peers it connected to): a SYN flood can forge any of them."""
         if not self.refresh or now - self._addresses_at < ADDRESS_REFRESH:
             return
         self._addresses_at = now
-        own = parse_networks(own_addresses(), "own addresses")
-        self.thresholds = replace(self.thresholds, protected=self._ignore + own)
+        gathered = gather()
+        found = [d.net for d in gathered.found] + [d.net for d in dependencies("peer", gathered.peers)]
+        self.thresholds = replace(self.thresholds, protected=self._ignore + tuple(dict.fromkeys(found)))
 
     def once(self, now: float | None = None) -> list[str]:
         """One sample: the lines it gives (also written to the sink)."""

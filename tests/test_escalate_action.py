@@ -95,15 +95,17 @@ def test_an_admins_subnet_ban_is_respected_and_not_doubled():
 
 def test_what_fail2ban_client_shows():
     from conftest import kernel_line
-    with running('hosts="3", schedule="1h 6h", bogons="none"') as s:
+    with running('hosts="3", schedule="1h 6h", forgedschedule="50m", bogons="none"') as s:
         s.append(*[kernel_line(f"2001:db8:5::{i}") for i in (1, 2, 3)])
         s.wait_for(lambda: "2001:db8:5::/64" in s.bans("escalate"), what="escalation")
         assert prop(s, "status").startswith("escalated 1, active 1")
         assert "2001:db8:5::/64 until " in prop(s, "escalations")
-        # soonest first: the three host bans (600 s) end before the /64 (3600 s)
+        # soonest first: the three host bans (600 s) end before the /64 (3000 s: a kernel
+        # line is forgeable evidence, so the forged schedule)
         unbans = prop(s, "unbans").splitlines()
         assert sorted(line.rsplit(" ", 1)[1] for line in unbans[:3]) == [f"2001:db8:5::{i}" for i in (1, 2, 3)]
         assert len(unbans) == 4 and unbans[3].endswith(" 2001:db8:5::/64")
         assert "2001:db8:5::/64" in s.client("status", "escalate").stdout
-        assert s.bans("escalate")["2001:db8:5::/64"] == 3600
-        assert "Escalate 2001:db8:5::/64 for 3600s (3 hosts banned within 3600s; escalation #1)" in s.server_log()
+        assert s.bans("escalate")["2001:db8:5::/64"] == 3000
+        assert ("Escalate 2001:db8:5::/64 for 3000s (3 hosts banned within 3600s; escalation #1; "
+                "forgeable evidence)") in s.server_log()

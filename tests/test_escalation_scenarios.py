@@ -37,6 +37,7 @@ class CoreDriver:
         self.now = 1_000_000.0
         self.bans: dict = {}           # address or prefix -> (start, length)
         self.history: dict = {}        # prefix -> (ban count, time of last ban): fail2ban's db
+        self.evidence: dict = {}       # prefix -> Evidence: the ticket's data
         self.core, self.schedule = build(self.params, [str(n) for n in self.ignore])
 
     def attack(self, hosts, proto):
@@ -45,17 +46,18 @@ class CoreDriver:
             if any(addr in n for n in self.ignore):
                 continue
             self.bans[h] = (self.now, HOST_BANTIME)
-            self.host_ban(HostBan(addr, self.now, proto))
+            self.host_ban(HostBan(addr, self.now, proto, "IN"))
 
     def host_ban(self, ban):
         pending = self.core.observe(ban)
         while pending:
             c = pending.pop(0)
             prior = self.history.get(c.net, (0, 0))[0]
-            length = self.schedule.ban_time(prior, c.forged, 0.0)
+            length = self.schedule.ban_time(prior, c.evidence, 0.0)
             self.history[c.net] = (prior + 1, self.now)
             self.bans[str(c.net)] = (self.now, length)
-            pending += self.core.mark_banned(c.net, self.now + length, self.now, c.forged)
+            self.evidence[str(c.net)] = c.evidence
+            pending += self.core.mark_banned(c.net, self.now + length, self.now, c.evidence)
 
     def sleep(self, seconds):
         self.now += seconds
@@ -71,11 +73,12 @@ class CoreDriver:
         plen = self.core.ladder.rungs[4][0][0]
         for key, (start, length) in sorted(self.bans.items(), key=lambda kv: kv[1][0]):
             if "/" in key:
-                self.core.mark_banned(ipaddress.ip_network(key), start + length, self.now)
+                self.core.mark_banned(ipaddress.ip_network(key), start + length, self.now,
+                                      self.evidence[key], restored=True)
                 continue
             around = ipaddress.ip_network(f"{key}/{plen}", strict=False)
             if start > self.history.get(around, (0, float("-inf")))[1]:    # not used up yet
-                self.host_ban(HostBan(ipaddress.ip_address(key), start, "TCP"))
+                self.host_ban(HostBan(ipaddress.ip_address(key), start, "TCP", "IN"))
 
     def current(self) -> dict:
         return {k: length for k, (start, length) in self.bans.items()}
