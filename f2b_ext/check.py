@@ -81,6 +81,8 @@ class Machine:
     all_netns: bool | None = False                       # net.netfilter.nf_log_all_netns; None: unknown
     own_addresses: tuple = ()
     ruleset_readable: bool = True
+    dependencies: tuple = ()                             # "address source (detail)", as subnet-escalate guards them
+    dependency_problems: tuple = ()                      # sources that could not be read, names that do not resolve
 
 
 # --- parsing plain text -----------------------------------------------------------------
@@ -209,6 +211,20 @@ def jail_findings(j: JailView, m: Machine) -> list[Finding]:
     return out
 
 
+def dependency_findings(m: Machine, ours: list) -> list[Finding]:
+    """What forged lines may never ban (one line each), and jails that do not guard it."""
+    out = [Finding(OK, "protected", dep) for dep in m.dependencies]
+    for problem in m.dependency_problems:
+        out.append(Finding(WARNING, "protected", f"{problem}: subnet-escalate holds escalation until it knows",
+                           "fix the source or the name (or list the address in protect=)"))
+    for j in ours:
+        if "subnet-escalate" not in j.actions:
+            out.append(Finding(WARNING, j.name, "forged lines can ban what this server depends on (gateway, "
+                               "resolvers, peers): only subnet-escalate guards them",
+                               "add subnet-escalate.py to the jail's action"))
+    return out
+
+
 def findings(m: Machine) -> list[Finding]:
     out: list[Finding] = []
     ours = [j for j in m.jails if j.filter == "netfilter" or j.name.startswith("f2b-ext-")]
@@ -217,6 +233,7 @@ def findings(m: Machine) -> list[Finding]:
                            "enable one in jail.local, e.g. [f2b-ext-inbound] enabled = true"))
     for j in ours:
         out.extend(jail_findings(j, m))
+    out.extend(dependency_findings(m, ours))
 
     if not m.ruleset_readable:
         out.append(Finding(WARNING, "ruleset", "cannot read the firewall ruleset (needs root)", "run f2b-ext check as root"))

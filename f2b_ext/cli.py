@@ -335,7 +335,14 @@ def cmd_report(args) -> int:
         since = report.parse_since(args.since, now) if args.since else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    rep = report.Report(now=now, since=since, hosts=args.hosts)
+    from .escalation import ConfigError, parse_bogons
+    try:
+        bogons = parse_bogons(args.bogons)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    found, _ = _dependencies()
+    dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
+    rep = report.Report(now=now, since=since, hosts=args.hosts, bogons=bogons, dependencies=dependencies)
     lines = _journal_lines(since, args.journal_dir) if journal else _log_lines(Path(args.logfile))
     for line in lines:
         rep.feed(line)
@@ -521,7 +528,25 @@ def _machine(conf: str):
     except OSError:
         m.all_netns = None
     m.own_addresses = tuple(_own_addresses())
+    found, problems = _dependencies()
+    m.dependencies, m.dependency_problems = tuple(dict.fromkeys(map(str, found))), tuple(problems)
     return m
+
+
+def _dependencies() -> tuple[list, list]:
+    """What subnet-escalate would guard on this machine ([Dependency], its peers
+    included), and what it could not find out."""
+    from . import dependencies as deps
+    from .host import gather, resolve
+    g = gather()
+    found, problems = list(g.found), list(g.problems)
+    for name, source in g.names.items():
+        try:
+            found += deps.dependencies(source, resolve(name), name)
+        except OSError as exc:
+            problems.append(f"{name} does not resolve ({exc.strerror or exc})")
+    found += deps.dependencies("peer", dict.fromkeys(g.peers))
+    return found, problems
 
 
 def _own_addresses():
@@ -651,6 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--since", metavar="WHEN", help="only records since an age (30m, 2h, 1d) or a date (2026-11-21T08:00)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
+    r.add_argument("--bogons", default="default", metavar="LIST",
+                   help="networks never escalated, as subnet-escalate's bogons parameter: default, none, or CIDRs")
     r.add_argument("--hosts", type=int, default=5, metavar="N",
                    help="attacking hosts that make a /24 (/64) a candidate subnet (default 5, as subnet-escalate)")
     r.set_defaults(func=cmd_report)

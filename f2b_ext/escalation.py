@@ -110,6 +110,15 @@ def parse_networks(text: str | Iterable[str], name: str) -> tuple[Network, ...]:
         raise ConfigError(f"{name}: {exc}") from None
 
 
+def parse_bogons(text: str) -> tuple[Network, ...]:
+    """subnet-escalate's `bogons` parameter: "default" (DEFAULT_BOGONS), "none" (or
+    empty), or a list of CIDRs."""
+    text = str(text).strip()
+    if text == "default":
+        return parse_networks(DEFAULT_BOGONS, "bogons")
+    return () if text in ("", "none") else parse_networks(text, "bogons")
+
+
 # --- Data --------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from fail2ban.server.ticket import FailTicket, Ticket
 
 from . import dependencies as deps
 from . import host
-from .escalation import (DEFAULT_BOGONS, Breaker, ConfigError, Escalator, HostBan, Ladder, Safety,
-                         Schedule, ban_kind, parse_duration, parse_networks, ticket_evidence)
+from .escalation import (Breaker, ConfigError, Escalator, HostBan, Ladder, Safety, Schedule, ban_kind,
+                         parse_bogons, parse_duration, parse_networks, ticket_evidence)
 from .evidence import Evidence
 
 DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
@@ -74,10 +74,8 @@ def build(params: dict, protected: list[str]):
     ladder4 = p["ladder4"] or f"{_int(p, 'prefix4', 1, 31)}:{hosts} {_int(p, 'wide4', 1, 31)}:{nets}"
     ladder6 = p["ladder6"] or f"{_int(p, 'prefix6', 1, 127)}:{hosts} {_int(p, 'wide6', 1, 127)}:{nets}"
     ladder = Ladder.parse(ladder4, ladder6)
-    bogons = DEFAULT_BOGONS if p["bogons"] == "default" else \
-        (() if p["bogons"] in ("", "none") else p["bogons"])
     safety = Safety(protected=parse_networks(list(protected), "ignoreip") + parse_networks(p["protect"], "protect"),
-                    bogons=parse_networks(bogons, "bogons"),
+                    bogons=parse_bogons(p["bogons"]),
                     maxprefix={4: _int(p, "maxprefix4", 1, 31), 6: _int(p, "maxprefix6", 1, 127)})
     escalator = Escalator(ladder=ladder, window=parse_duration(p["window"], "window"),
                           safety=safety, spoofable=p["spoofable"], widen=p["widen"],

@@ -9,7 +9,11 @@ direction "any", so both directions are read) and adds it to a few tables:
     service port they answered from;
   - candidate subnets: /24 (/64) prefixes with at least `hosts` distinct attacking hosts,
     the first rung of subnet-escalate's default ladder, with the reason escalation would
-    refuse one (bogon, too wide ...);
+    refuse one (bogon, too wide, covers a dependency ...), judged with the `bogons` the
+    jail uses;
+  - framing: inbound records claiming the address of something this server depends on
+    (`dependencies`, {address: source}, gathered by the adapter): its resolver, gateway,
+    a peer. Such a line is almost certainly forged, and subnet-escalate never bans it;
   - attempts and records per minute.
 The key-per-address tables are `Bounded` counters: exact until they hold `capacity` keys,
 then Space-Saving counters (the least counted half is dropped); the report then says its
@@ -27,7 +31,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from . import netfilter as nf
-from .escalation import DEFAULT_LADDER, Safety, parse_duration
+from .escalation import DEFAULT_BOGONS, DEFAULT_LADDER, Safety, parse_duration, parse_networks
 
 PREFIX = {4: DEFAULT_LADDER[4][0][0], 6: DEFAULT_LADDER[6][0][0]}       # /24, /64
 HOSTS = DEFAULT_LADDER[4][0][1]                                          # 5 hosts
@@ -134,9 +138,13 @@ def _prefix_of(address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 class Report:
     def __init__(self, now: float | None = None, since: float | None = None, tz=None,
                  policy: nf.Policy = nf.Policy(direction="any"), hosts: int = HOSTS,
-                 capacity: int = 100_000):
+                 capacity: int = 100_000, dependencies: dict | None = None,
+                 bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)):
         self.now = time.time() if now is None else now
         self.since, self.policy, self.hosts = since, policy, hosts
+        self.dependencies = {ipaddress.ip_address(a): src for a, src in (dependencies or {}).items()}
+        self.bogons = bogons
+        self.framed = Counter()                       # dependency address -> inbound records claiming it
         self.stamp = StampReader(self.now, tz)
         self.lines = self.before_since = 0
         self.kinds = Counter()
@@ -175,6 +183,8 @@ class Report:
             bucket[0] += 1
             bucket[1] += verdict.attempt
         remote = rec.remote
+        if rec.direction == "in" and rec.src in self.dependencies:
+            self.framed[rec.src] += 1
         if verdict.attempt and rec.direction == "in":
             self.sources.add(remote)
             self.ports[(rec.dpt, nf.protocol_name(rec.proto))] += 1
@@ -193,7 +203,8 @@ class Report:
     # --- results ---------------------------------------------------------------------
 
     def summary(self, top: int = 10) -> dict:
-        safety = Safety()
+        safety = Safety(protected=parse_networks([str(a) for a in self.dependencies], "dependencies"),
+                        bogons=self.bogons)
         candidates = []
         for net, attempts in self.subnets.top(len(self.subnets.counts)):
             hosts = len(self.subnets.extra[net])
@@ -212,7 +223,11 @@ class Report:
             "kinds": {k: v for k, v in self.kinds.most_common() if k != nf.NOT_NETFILTER},
             "prefixes": [{"prefix": p, "direction": d, "records": n} for (p, d), n in self.prefixes.most_common()],
             "protocols": dict(self.protocols.most_common()),
-            "top_sources": [{"address": str(a), "attempts": n} for a, n in self.sources.top(top)],
+            "hosts": self.hosts,
+            "top_sources": [{"address": str(a), "attempts": n, "dependency": self.dependencies.get(a)}
+                            for a, n in self.sources.top(top)],
+            "framing": [{"address": str(a), "dependency": self.dependencies[a], "records": n}
+                        for a, n in self.framed.most_common(top)],
             "top_ports": [{"port": p, "protocol": proto, "attempts": n}
                           for (p, proto), n in sorted(self.ports.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top]],
             "outbound": [{"address": str(a), "port": p, "protocol": proto, "attempts": n}
@@ -282,7 +297,11 @@ def render(s: dict, title: str, style=None, width: int = 80, chart: int = 24) ->
           [f"  {(r['prefix'] or '(no prefix)')[:40]:<40} {r['direction']:<4} {_n(r['records']):>12}" for r in s["prefixes"]])
     peak = max(s["protocols"].values(), default=0)
     table("Protocols", [f"  {p:<22} {_n(n):>12}  {bar(n, peak, 30, full)}" for p, n in s["protocols"].items()])
-    table("Top sources (inbound attempts)", [f"  {r['address']:<40} {_n(r['attempts']):>12}" for r in s["top_sources"]])
+    table("Top sources (inbound attempts)",
+          [f"  {r['address']:<40} {_n(r['attempts']):>12}" + (f"  (forged from your {r['dependency']}?)"
+                                                               if r["dependency"] else "") for r in s["top_sources"]])
+    table("Framing: inbound records claiming an address this server depends on (forged?; never banned)",
+          [f"  {r['address']:<40} {r['dependency']:<10} {_n(r['records']):>10}" for r in s["framing"]])
     port = lambda r: f"{r['port']}/{r['protocol']}" if r["port"] is not None else r["protocol"]
     table("Top targeted ports", [f"  {port(r):<22} {_n(r['attempts']):>12}" for r in s["top_ports"]])
     table("Outbound attempts (this host called out)",
@@ -290,7 +309,7 @@ def render(s: dict, title: str, style=None, width: int = 80, chart: int = 24) ->
     back = s["backscatter"]
     table(f"Backscatter: {_n(back['records'])} answers to packets forged with this server's address",
           [f"  {r['address']:<40} {_n(r['records']):>10}  from {', '.join(r['answered_from'])}" for r in back["victims"]])
-    table(f"Candidate subnets ({HOSTS}+ attacking hosts: what subnet-escalate counts)",
+    table(f"Candidate subnets ({s['hosts']}+ attacking hosts: what subnet-escalate counts)",
           [f"  {c['subnet']:<24} {c['hosts']:>5} hosts {_n(c['attempts']):>10} attempts"
            + (f"  (not escalated: {c['refused']})" if c["refused"] else "") for c in s["candidate_subnets"]])
     step, rows = chart_rows(s["per_minute"], chart)

@@ -83,7 +83,12 @@ TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SP
 
 
 def escalate_jail(params: str, ignoreip: str = "127.0.0.1/8 ::1", bantime: int = 600) -> str:
-    """A jail `escalate` reading the server's log with subnet-escalate.py[params]."""
+    """A jail `escalate` reading the server's log with subnet-escalate.py[params]. The
+    server runs in this machine's namespace, whose peers (its own connections, which
+    may be on the documentation ranges the tests attack) are not the test's: peers=allow
+    unless the test says otherwise."""
+    if "peers=" not in params:
+        params += ', peers="allow"'
     return f"""[escalate]
 enabled = true
 filter = netfilter

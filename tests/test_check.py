@@ -116,6 +116,10 @@ def test_a_good_machine_has_no_problems():
     (machine(jails=[jail(actions=("sendmail-whois", "subnet-escalate"))]), "no ban action beside it"),
     (machine(jails=[jail(actions=("my-own", "subnet-escalate"))]), "cannot tell whether my-own holds subnets"),
     (machine(jails=[]), "no enabled jail reads kernel firewall lines"),
+    # without subnet-escalate nothing guards the dependencies from forged lines
+    (machine(jails=[jail(actions=("nftables",))]), "f2b-ext-inbound: forged lines can ban what this server depends on"),
+    (machine(dependency_problems=("ntp.example does not resolve (Name or service not known)",)),
+     "protected: ntp.example does not resolve (Name or service not known): subnet-escalate holds escalation"),
 ])
 def test_each_problem_is_found(m, expect):
     assert any(expect in p for p in problems(m)), problems(m)
@@ -124,12 +128,17 @@ def test_each_problem_is_found(m, expect):
 @pytest.mark.parametrize("m", [
     machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.1", "2001:db8:f2b::/64"))]),
     machine(jails=[jail(actions=("iptables-multiport", "subnet-escalate"))]),
-    machine(jails=[jail(actions=("nftables",))]),                     # no escalation: hosts are enough
     machine(log_rules=[check.LogRule("x", "x", 50.0)]),
     machine(init_netns=False, all_netns=True),
 ])
 def test_and_nothing_else(m):
     assert problems(m) == []
+
+
+def test_what_is_protected_is_listed_one_line_each():
+    m = machine(dependencies=("192.0.2.254 gateway (via eth0)", "198.51.100.53 resolver (/etc/resolv.conf)"))
+    listed = [f.message for f in check.findings(m) if f.subject == "protected"]
+    assert listed == list(m.dependencies) and problems(m) == []
 
 
 def test_every_problem_says_how_to_fix_it():

@@ -109,3 +109,41 @@ def test_what_fail2ban_client_shows():
         assert s.bans("escalate")["2001:db8:5::/64"] == 3000
         assert ("Escalate 2001:db8:5::/64 for 3000s (3 hosts banned within 3600s; escalation #1; "
                 "forgeable evidence)") in s.server_log()
+
+
+def test_a_forged_flood_over_many_24s_stays_within_the_breaker_and_every_escalation_ends():
+    """Forged lines from 5 hosts in each of 40 /24s: the breaker lets 4 escalations
+    through (maxrate=4/1h), each on the short forged schedule, says why it paused in the
+    status and the log, and every escalated prefix is released on time."""
+    from conftest import kernel_line
+    with running('hosts="5", maxrate="4/1h", forgedschedule="4s", schedule="1h", bogons="none"') as s:
+        s.append(*[kernel_line(f"198.18.{third}.{h}") for third in range(40) for h in range(1, 6)])
+        s.wait_for(lambda: "Total failed:\t200" in s.client("status", "escalate").stdout, what="200 failures read")
+        s.wait_for(lambda: prop(s, "status").startswith("escalated 4"), what="four escalations")
+        time.sleep(1.5)
+        escalated = [line for line in s.server_log().splitlines() if "] Escalate " in line]
+        assert len(escalated) == 4 and all(" for 4s (" in line and "forgeable evidence" in line for line in escalated)
+        status = prop(s, "status")
+        assert "paused: " in status and "maxrate 4/3600s" in status, status
+        assert "unproven 4/4 in 3600s" in status
+        prefixes = [p for p in s.bans("escalate") if "/" in p]
+        assert len(prefixes) == 4 and all(s.bans("escalate")[p] == 4 for p in prefixes)
+        s.wait_for(lambda: not any("/" in p for p in s.bans("escalate")), timeout=15, what="the prefixes released")
+        assert prop(s, "escalations").strip() == "none"
+
+
+def test_dependencies_are_in_fail2bans_ignore_list_and_never_banned():
+    """The machine's own addresses and its gateways (whatever this machine has) are in the
+    jail's ignore list at start; a line from one is ignored by fail2ban itself."""
+    from conftest import kernel_line
+    from f2b_ext.host import gather
+    found = {str(d.net.network_address): d.source for d in gather().found if d.net.version == 4}
+    target = next((a for a, src in found.items() if src == "gateway"), None) or \
+        next(a for a, src in found.items() if src == "this-host" and not a.startswith("127."))
+    with running('hosts="5", bogons="none"') as s:
+        assert target in s.client("get", "escalate", "ignoreip").stdout
+        assert f"{target} {found[target]}" in prop(s, "dependencies")
+        s.append(kernel_line(target), kernel_line("198.51.100.7"))
+        s.wait_for(lambda: "198.51.100.7" in s.bans("escalate"), what="the other host banned")
+        assert target not in s.bans("escalate")
+        assert f"Ignore {target} by ip" in s.server_log()

@@ -19,6 +19,7 @@ IDS = [s["name"] for s in SCENARIOS]
 def action_params(scenario) -> dict:
     params = {k: str(v) for k, v in scenario.get("action", {}).items()}
     params.setdefault("bogons", "none")          # scenarios live on documentation ranges
+    params.setdefault("peers", "allow")          # this machine's own connections are not the scenario's
     return params
 
 

@@ -69,9 +69,11 @@ KNOWN = {
                  {"prefix": "[UFW BLOCK]", "direction": "in", "records": 5},
                  {"prefix": "", "direction": "in", "records": 3}],
     "protocols": {"TCP": 33, "47 (GRE)": 3},
-    "top_sources": [{"address": "198.51.100.7", "attempts": 5},
-                    *[{"address": f"203.0.113.{h}", "attempts": 3} for h in range(10, 16)],
-                    {"address": "203.0.113.200", "attempts": 3}],
+    "hosts": 5,
+    "top_sources": [{"address": "198.51.100.7", "attempts": 5, "dependency": None},
+                    *[{"address": f"203.0.113.{h}", "attempts": 3, "dependency": None} for h in range(10, 16)],
+                    {"address": "203.0.113.200", "attempts": 3, "dependency": None}],
+    "framing": [],
     "top_ports": [{"port": 23, "protocol": "TCP", "attempts": 11}, {"port": 22, "protocol": "TCP", "attempts": 6},
                   {"port": 25, "protocol": "TCP", "attempts": 6}, {"port": None, "protocol": "47 (GRE)", "attempts": 3}],
     "outbound": [{"address": "203.0.113.66", "port": 4444, "protocol": "TCP", "attempts": 2}],
@@ -97,6 +99,25 @@ def test_the_known_log_gives_the_known_answers():
     for line in known_log():
         rep.feed(line)
     assert rep.summary(top=10) == KNOWN
+
+
+def test_lines_claiming_a_dependency_are_marked_as_framing():
+    """198.51.100.7 is this server's resolver here: its five attempts are framing, marked
+    in the top sources and counted apart; the /24 the others fill is refused with the
+    jail's own bogons (none) because it covers 203.0.113.200, a peer."""
+    rep = report.Report(now=NOW, dependencies={"198.51.100.7": "resolver", "203.0.113.200": "peer"}, bogons=(),
+                        hosts=7)
+    for line in known_log():
+        rep.feed(line)
+    s = rep.summary(top=10)
+    assert s["top_sources"][0] == {"address": "198.51.100.7", "attempts": 5, "dependency": "resolver"}
+    assert s["framing"] == [{"address": "198.51.100.7", "dependency": "resolver", "records": 5},
+                            {"address": "203.0.113.200", "dependency": "peer", "records": 3}]
+    assert s["candidate_subnets"] == [{"subnet": "203.0.113.0/24", "hosts": 7, "attempts": 21,
+                                       "refused": "covers protected 203.0.113.200/32"}]
+    text = "\n".join(report.render(s, "test"))
+    assert "198.51.100.7" in text and "(forged from your resolver?)" in text
+    assert "Candidate subnets (7+ attacking hosts" in text and "Framing: " in text
 
 
 def test_since_skips_older_records():
