@@ -14,7 +14,13 @@ action of the jail). The clock runs from the first banip until the kernel's set 
 every element (polled with `nft list set`); bans per second = elements / that time.
 The stock action forks `nft` per ban, and its set (ipv4_addr, no interval flag) cannot
 hold a subnet, so it is timed for what it can hold and its subnet failures are counted.
-A third jail with a no-op action measures fail2ban's own cost per ban: the ceiling.
+A third jail with a no-op action measures fail2ban's own cost per ban: the ceiling. A
+fourth, `bench-guarded`, is nftset.py plus subnet-escalate.py as the shipped jails use it:
+the dependency guard on (this namespace's addresses and gateway in the ignore list, a
+refresh thread), every host ban counted by the escalator, and the hosts in 198.18.0.0/16,
+a bogon, so every ban past the fifth of a /24 runs the narrowing search (the flood case
+that once cost O(64 N) per ban). Its rate next to bench-nftset's is the guard's and the
+escalator's cost, in the same run.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from f2b_ext import nftset  # noqa: E402
 from f2b_ext.f2b_server import Fail2banServer  # noqa: E402
 from f2b_ext.lab import Lab  # noqa: E402
 
@@ -49,6 +56,11 @@ action = nftables[type=allports]
 [bench-null]
 enabled = true
 action = bench-null.py
+
+[bench-guarded]
+enabled = true
+action = nftset.py
+         subnet-escalate.py[hosts=5, nets=3, window=1h, forgedschedule=30m]
 """
 
 # fail2ban's own cost per ban, measured with an action that does nothing: the ceiling
@@ -65,7 +77,8 @@ class Action(ActionBase):
 """
 
 # (jail, nft set(s) holding its bans)
-SETS = {"bench-nftset": ("inet f2b_ext bench_nftset_h4", "inet f2b_ext bench_nftset_n4_24"),
+SETS = {**{jail: tuple(f"inet f2b_ext {nftset.set_name(jail, net)}" for net in ("198.18.0.1", "198.19.0.0/24"))
+           for jail in ("bench-nftset", "bench-guarded")},
         "bench-stock": ("inet f2b-table addr-set-bench-stock",),
         "bench-null": ()}
 ELEMENT = re.compile(r"\b\d+\.\d+\.\d+\.\d+(?:/\d+)?\b")
@@ -116,22 +129,25 @@ def main(argv=None) -> int:
             f2b.start(jail="bench-null")
             results = [run_jail(lab, f2b, "bench-null", bans, args.chunk, len(bans)),
                        run_jail(lab, f2b, "bench-nftset", bans, args.chunk, len(bans)),
-                       run_jail(lab, f2b, "bench-stock", bans, args.chunk, args.hosts)]
+                       run_jail(lab, f2b, "bench-stock", bans, args.chunk, args.hosts),
+                       run_jail(lab, f2b, "bench-guarded", bans, args.chunk, len(bans))]
             stock_errors = sum(1 for line in f2b.server_log().splitlines()
                                if "ERROR" in line and "bench-stock" in line and "Failed to execute ban" in line)
         finally:
             f2b.close()
-    null, nft, stock = results
+    null, nft, stock, guarded = results
     print(f"{args.hosts:,} hosts + {args.subnets} /24 subnets per jail, banip in chunks of {args.chunk}\n")
     print("| action | bans accepted by fail2ban | kernel set holds all | elements held | bans/s |")
     print("|---|---:|---:|---:|---:|")
     for r, name in ((null, "no-op action (fail2ban's own cost)"), (nft, "f2b-ext nftset.py"),
-                    (stock, "stock nftables (allports)")):
+                    (stock, "stock nftables (allports)"),
+                    (guarded, "f2b-ext nftset.py + subnet-escalate.py (dependency guard)")):
         print(f"| {name} | {r['accepted_s']:.2f} s | {r['kernel_s']:.2f} s | {r['held']:,} / {len(bans):,} "
               f"| {r['rate']:,.0f} |")
     print(f"\nratio nftset / stock: {nft['rate'] / stock['rate']:.0f}x "
           f"(stock held {max(stock['held'] - args.hosts, 0)} of the {args.subnets} subnets; "
           f"fail2ban logged {stock_errors} failed bans for it)")
+    print(f"nftset + subnet-escalate (guarded) / nftset alone: {guarded['rate'] / nft['rate']:.0%}")
     print(f"nftset reaches {nft['rate'] / null['rate']:.0%} of what fail2ban itself allows "
           f"(no-op action / stock: {null['rate'] / stock['rate']:.0f}x)")
     return 0

@@ -118,7 +118,8 @@ class SubnetEscalateAction(ActionBase):
     def __init__(self, jail, name, **params):
         super().__init__(jail, name)
         self._params = params
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()             # the escalator and what it decides
+        self._refresh_lock = threading.Lock()     # the guard's state: ignore list, peers, names
         self._rng = random.Random()
         self._escalated = 0
         self._stop = threading.Event()
@@ -191,7 +192,12 @@ class SubnetEscalateAction(ActionBase):
 
     def _refresh(self, resolve_names: bool):
         """Gather dependencies, remember peers, update the ignore list and the
-        escalator's protected networks; hold escalation while anything is unknown."""
+        escalator's protected networks; hold escalation while anything is unknown.
+        One refresh at a time (the guard thread, start and reload all call it)."""
+        with self._refresh_lock:
+            self._refresh_locked(resolve_names)
+
+    def _refresh_locked(self, resolve_names: bool):
         gathered = host.gather()
         now = time.time()
         if self._guard["peers"]:
