@@ -17,11 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, netfilter as nf
-from .f2b_filter import PROJECT_DIR, Fail2banMissing, FilterRunner, config_dir, ensure_utc
+from . import __version__, netfilter as nf, shipped
+from .f2b_filter import Fail2banMissing, FilterRunner, config_dir, ensure_utc
 from .samples import SampleError, read_cases
-
-SAMPLES_DIR = PROJECT_DIR / "tests" / "samples"
 
 
 class CliError(Exception):
@@ -104,11 +102,12 @@ def cmd_test(args) -> int:
     name = parse_filter_spec(args.filter)[0]
     if name not in SHIPPED_FILTERS:
         raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
-    files = [Path(f) for f in args.logfile] or sorted(SAMPLES_DIR.glob(f"{name}*"))
+    files = [Path(f) for f in args.logfile] or \
+        [f for f in shipped.listing(shipped.SAMPLES) if f.name.startswith(name)]
     if not files:
-        raise CliError(f"no sample logs found under {SAMPLES_DIR}")
-    for f in files:
-        if not f.is_file():
+        raise CliError(f"no sample logs for {name} in {shipped.data(shipped.SAMPLES)}")
+    for f in args.logfile:
+        if not Path(f).is_file():
             raise CliError(f"{f}: no such file")
         if not os.access(f, os.R_OK):
             raise CliError(f"{f}: permission denied")
@@ -124,7 +123,8 @@ def cmd_test(args) -> int:
 
         for path in files:
             try:
-                cases = read_cases(path)
+                with shipped.as_file(path) as real:          # a shipped sample is package data
+                    cases = read_cases(real)
             except (SampleError, UnicodeDecodeError, OSError) as exc:
                 raise CliError(f"{path}: {exc}") from None
             has_expectations = any(c.expect for c in cases)
@@ -745,6 +745,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         print(f"f2b-ext: {exc}", file=sys.stderr)
+        return 2
+    except shipped.DataMissing as exc:
+        print(f"f2b-ext: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("f2b_ext."):
+            raise
+        # the copy `install` gives fail2ban's Python holds only what fail2ban and synwatch need
+        print(f"f2b-ext: {exc.name} is not in {Path(__file__).parent} (the part of f2b_ext installed for "
+              "fail2ban): run the f2b-ext command you installed (pip, pipx, a package or the checkout's .venv)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("f2b-ext: interrupted", file=sys.stderr)
