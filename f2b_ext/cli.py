@@ -376,18 +376,27 @@ def _socket_path(args) -> str:
 
 class Fail2ban:
     """A connection to the running fail2ban-server, over fail2ban's own client protocol
-    (what fail2ban-client speaks); every failure is a one-line CliError."""
+    (what fail2ban-client speaks); every failure is a one-line CliError.
+
+    fail2ban's answers are pickles, and unpickling runs code: before anything is sent or
+    read, the socket file and the process that listens on it (SO_PEERCRED, which the
+    peer cannot forge) must both be root's, or this user's own."""
 
     def __init__(self, sock: str, timeout: float = 10):
         import socket as _socket
         from . import install as plan
         try:
             from fail2ban.client.csocket import CSocket
+            from fail2ban.protocol import CSPROTO
         except ImportError:
             raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
-        self.sock = sock
+        self.sock, self._csocket, self._proto = sock, CSocket, CSPROTO
+        self.client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self.client.settimeout(timeout)
         try:
-            self.client = CSocket(sock, timeout=timeout)
+            self._trust(os.stat(sock).st_uid, "owned")
+            self.client.connect(sock)
+            self._trust(self._peer_uid(), "served")
         except FileNotFoundError:
             raise CliError(f"fail2ban is not running: no socket at {sock} (systemctl start fail2ban)") from None
         except ConnectionRefusedError:
@@ -402,10 +411,30 @@ class Fail2ban:
         if problem:
             raise CliError(problem)
 
+    def _peer_uid(self) -> int:
+        import socket as _socket
+        import struct
+        creds = self.client.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[1]            # pid, uid, gid
+
+    def _trust(self, uid: int, how: str):
+        if uid not in (0, os.geteuid()):
+            import pwd
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self.client.close()
+            raise CliError(f"{self.sock} is {how} by {name}, not root: refusing to talk to it "
+                           "(fail2ban's answers are pickles, which run code when read)")
+
     def ask(self, *command):
+        import pickle
         import socket as _socket
         try:
-            code, value = self.client.send(list(command))
+            self.client.sendall(pickle.dumps(list(map(self._csocket.convert, command)), pickle.HIGHEST_PROTOCOL)
+                                + self._proto.END)
+            code, value = self._csocket.receive(self.client)
         except (_socket.timeout, OSError, EOFError) as exc:
             raise CliError(f"fail2ban stopped answering on {self.sock}: {exc}") from None
         if code != 0:
@@ -417,6 +446,10 @@ class Fail2ban:
         return [j.strip() for j in status.get("Jail list", "").split(",") if j.strip()]
 
     def close(self):
+        try:
+            self.client.sendall(self._proto.CLOSE + self._proto.END)     # as fail2ban-client says goodbye
+        except OSError:
+            pass
         self.client.close()
 
 
