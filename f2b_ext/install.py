@@ -39,7 +39,7 @@ MANIFEST = "var/lib/f2b-ext/manifest.json"
 # (Debian 12 ships 1.0.2; 1.1 keeps the same ActionBase and reader).
 SUPPORTED = ((1, 0), (1, 1))
 
-# The lab: network namespaces, setns, forged raw frames (AF_PACKET), the live demo and its
+# The lab: network namespaces it enters, forged raw frames, the live demo and its
 # private fail2ban-server. Never installed next to the firewall daemon; the command line
 # reaches it only from `f2b-ext demo`.
 LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server"})
@@ -118,7 +118,7 @@ def manifest_after(steps: list[Step], ours: dict[str, bytes], previous: dict[str
     for step in steps:
         if step.verb in (NEW, UPDATED, REPLACED, SAME):
             result[step.path] = digest(ours[step.path])
-        elif step.path in previous:          # kept: still ours to remove, as last written
+        elif step.verb == KEPT and step.path in previous:    # still ours to remove, as last written
             result[step.path] = previous[step.path]
     return result
 

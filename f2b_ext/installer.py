@@ -159,7 +159,7 @@ class Installer:
     def install(self, dry_run: bool = False) -> Result:
         ours, why = self.shipped()
         previous, created = self.manifest()
-        steps = plan.plan_install(ours, {p: self.read(p) for p in ours}, previous, self.force)
+        steps = plan.plan_install(ours, {p: self.read(p) for p in {*ours, *previous}}, previous, self.force)
         result = Result(steps, notes=[why])
         for local in plan.overriding_locals(list(ours), self.local_files()):
             result.notes.append(f"{local} exists and overrides what f2b-ext installs")
