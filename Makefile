@@ -3,7 +3,8 @@
 # fail2ban, nftables' Python binding and scapy come from Debian's packages (systemd only
 # for its journald binary: the forgery test runs a private one; net-tools for the netstat
 # that bench/synwatch_cost.py compares with; setuptools and wheel so tests/test_wheel.py
-# builds the wheel offline); the venv is
+# builds the wheel offline; seccomp so tests/unit_sandbox.py applies the synwatch unit's
+# system call filter where no systemd runs); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
@@ -11,7 +12,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
-              net-tools python3-setuptools python3-wheel
+              net-tools python3-setuptools python3-wheel python3-seccomp
 STAMP      := $(VENV)/.installed
 
 .PHONY: deps venv test test-fast demo bench samples clean
