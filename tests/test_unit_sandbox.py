@@ -16,6 +16,7 @@ import unit_sandbox
 UNIT = ROOT / "systemd" / "f2b-ext-synwatch.service"
 
 PROBE = r"""
+USERNS = %r
 import errno, json, mmap, os, socket
 def tries(f):
     try:
@@ -34,6 +35,7 @@ print(json.dumps({
     "pid1_visible": os.path.exists("/proc/1"),
     "proc_sys": os.path.exists("/proc/sys"),
     "tcp_table": tries(lambda: open("/proc/thread-self/net/tcp").read()),
+    "own_user_namespace": os.readlink("/proc/self/ns/user") != USERNS,
 }))
 """
 
@@ -52,16 +54,17 @@ def test_the_filter_lines_expand_as_systemd_expands_them():
 @pytest.mark.skipif(not is_root(), reason="mounts a private /proc and changes uid (needs root)")
 def test_the_sandbox_bites_and_leaves_what_synwatch_needs():
     def probe(*prefix):
-        r = subprocess.run([*prefix, "/usr/bin/python3", "-c", PROBE], capture_output=True, text=True, cwd="/")
+        r = subprocess.run([*prefix, "/usr/bin/python3", "-c", PROBE % os.readlink("/proc/self/ns/user")], capture_output=True, text=True, cwd="/")
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
     bare = probe()
     assert bare["inet"] == bare["write_exec"] == bare["setpriority"] == "ok" and bare["pid1_visible"]
+    assert not bare["own_user_namespace"]
     boxed = probe(*unit_sandbox.prefix(UNIT))
     assert boxed == {"uid": unit_sandbox.DYNAMIC_UID, "umask": "0o77",
                      "inet": "EAFNOSUPPORT", "unix": "EAFNOSUPPORT", "sock_diag": "ok",
                      "write_exec": "EACCES", "setpriority": "EPERM",
-                     "pid1_visible": False, "proc_sys": False, "tcp_table": "ok"}
+                     "pid1_visible": False, "proc_sys": False, "tcp_table": "ok", "own_user_namespace": True}
 
 
 @pytest.mark.skipif(not is_root(), reason="mounts a private /proc and changes uid (needs root)")

@@ -4,8 +4,8 @@
 How it works: `unit_options()` reads the unit's [Service] directives. `prefix()` gives
 the command line to put before the program: this file as a launcher, which (as root)
 enters a mount namespace of its own (never the caller's), mounts a private /proc with the unit's ProtectProc/ProcSubset,
-sets UMask, drops to a DynamicUser-like uid with an empty capability bounding set and
-no_new_privs, turns on MemoryDenyWriteExecute (PR_SET_MDWE, as systemd >= 254 does),
+sets UMask, drops to a DynamicUser-like uid (in a user namespace of its own with
+PrivateUsers) with an empty capability bounding set and no_new_privs, turns on MemoryDenyWriteExecute (PR_SET_MDWE, as systemd >= 254 does),
 loads a seccomp filter built from SystemCallFilter (groups expanded by
 `systemd-analyze syscall-filter`, errno from SystemCallErrorNumber),
 RestrictAddressFamilies and LockPersonality, and execs the program. Directives that
@@ -28,16 +28,17 @@ DYNAMIC_UID = 61184                     # the first uid of systemd's DynamicUser
 
 EMULATED = {"DynamicUser", "CapabilityBoundingSet", "AmbientCapabilities", "NoNewPrivileges", "UMask",
             "ProtectProc", "ProcSubset", "RestrictAddressFamilies", "SystemCallFilter",
-            "SystemCallErrorNumber", "SystemCallArchitectures", "MemoryDenyWriteExecute", "LockPersonality"}
+            "SystemCallErrorNumber", "SystemCallArchitectures", "MemoryDenyWriteExecute", "LockPersonality",
+            "PrivateUsers"}
 NOT_EMULATED = {  # mounts, devices, cgroups, the service manager's own settings, calls never made
     "Type", "ExecStart", "Restart", "RestartSec", "LogsDirectory", "LogsDirectoryMode", "SyslogIdentifier",
     "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "PrivateIPC",
-    "PrivateMounts", "PrivateUsers", "ProtectHostname", "ProtectClock", "ProtectKernelTunables",
+    "PrivateMounts", "ProtectHostname", "ProtectClock", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "IPAddressDeny", "RemoveIPC",
     "MemoryMax", "CPUQuota", "RestrictSUIDSGID", "RestrictNamespaces", "RestrictRealtime"}
 
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 24, 38, 65, 1
-CLONE_NEWNS = 0x00020000
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 4, 24, 38, 65, 1
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 
 
 def unit_options(text: str) -> dict[str, list[str]]:
@@ -108,13 +109,17 @@ def _prctl(*args):
         raise OSError(ctypes.get_errno(), f"prctl{args}: {os.strerror(ctypes.get_errno())}")
 
 
+def _unshare(flags: int):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) != 0:
+        raise OSError(ctypes.get_errno(), f"unshare({flags:#x}): {os.strerror(ctypes.get_errno())}")
+
+
 def _own_mount_namespace():
     """A mount namespace of this process's own, private: the /proc it mounts is never
     seen outside (the host's /proc stays as it is)."""
-    libc = ctypes.CDLL(None, use_errno=True)
     before = os.readlink("/proc/self/ns/mnt")
-    if libc.unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _unshare(CLONE_NEWNS)
     if os.readlink("/proc/self/ns/mnt") == before:
         raise RuntimeError("still in the caller's mount namespace")
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
@@ -133,13 +138,20 @@ def launch(unit: Path, argv: list[str]):
         _own_mount_namespace()
         subprocess.run(["mount", "-t", "proc", "-o", ",".join(proc_opts), "proc", "/proc"], check=True)
     os.umask(int(one("UMask", "0022"), 8))
-    if one("CapabilityBoundingSet") == "":
-        for cap in range(last_cap + 1):
-            _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     if one("DynamicUser") == "yes":
         os.setgroups([])
         os.setgid(DYNAMIC_UID)
         os.setuid(DYNAMIC_UID)              # permitted, effective and ambient capabilities go
+    if one("PrivateUsers") == "yes":        # the unit's own user mapped to itself, no one else
+        uid, gid = os.getuid(), os.getgid()
+        _prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # setuid() made /proc/self root's: give it back
+        _unshare(CLONE_NEWUSER)
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    if one("CapabilityBoundingSet") == "":
+        for cap in range(last_cap + 1):
+            _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     if one("MemoryDenyWriteExecute") == "yes":
         _prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0)
