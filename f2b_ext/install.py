@@ -155,6 +155,21 @@ def fail2ban_modules(modules: dict[str, str], actions: list[str]) -> list[str]:
     return sorted(needed)
 
 
+def package_source(found: tuple[str, str] | None, ours: str, version: str) -> str | None:
+    """Whether to copy f2b_ext into fail2ban's Python, given where that Python already
+    imports it from (`found`: (directory, version), or None) and where install puts it
+    (`ours`). None: copy. Else the note saying why not. A package (Debian's, pip's into the
+    system) already providing this version is used as it is: a partial copy in front of it
+    would hide its data from its own f2b-ext command. Another version there: ValueError."""
+    if found is None or found[0].rstrip("/") == ours.rstrip("/"):
+        return None
+    where, have = found
+    if have != version:
+        raise ValueError(f"fail2ban's Python already imports f2b_ext {have} from {where}: installing {version} "
+                         "in front of it would hide it; upgrade or remove that copy first")
+    return f"fail2ban's Python imports f2b_ext {have} from {where} (installed as a package): not copied"
+
+
 def _relative(path) -> bool:
     return isinstance(path, str) and path != "" and not path.startswith("/") and ".." not in path.split("/")
 

@@ -99,6 +99,19 @@ class Installer:
         if site.returncode != 0 or not site.stdout.strip().startswith("/"):
             raise InstallError(f"cannot ask {self.python} for its site-packages directory")
         self.site = site.stdout.strip().lstrip("/")
+        self.package_note = None           # set when fail2ban's Python already has f2b_ext as a package
+        self.package_dir = str(self.root / self.site / "f2b_ext")
+        if self.root == Path("/"):
+            found = run([self.python, "-I", "-c", "import os, f2b_ext; print(os.path.dirname(f2b_ext.__file__)); "
+                         "print(f2b_ext.__version__)"], cwd="/")
+            where = tuple(found.stdout.split()) if found.returncode == 0 else None
+            try:
+                self.package_note = plan.package_source(where if where and len(where) == 2 else None,
+                                                        self.package_dir, VERSION)
+            except ValueError as exc:
+                raise InstallError(str(exc)) from None
+            if self.package_note:
+                self.package_dir = where[0]
 
     # --- plain data in -------------------------------------------------------------
 
@@ -128,6 +141,8 @@ class Installer:
                 files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()
         except data.DataMissing as exc:
             raise InstallError(str(exc)) from None
+        if self.package_note:
+            return files, why
         modules = {src.stem: src.read_text() for src in PACKAGE_DIR.glob("*.py")}
         actions = [content.decode() for path, content in files.items() if "/action.d/" in path]
         for name in plan.fail2ban_modules(modules, actions):
@@ -160,7 +175,7 @@ class Installer:
         ours, why = self.shipped()
         previous, created = self.manifest()
         steps = plan.plan_install(ours, {p: self.read(p) for p in {*ours, *previous}}, previous, self.force)
-        result = Result(steps, notes=[why])
+        result = Result(steps, notes=[why, *([self.package_note] if self.package_note else [])])
         for local in plan.overriding_locals(list(ours), self.local_files()):
             result.notes.append(f"{local} exists and overrides what f2b-ext installs")
         if dry_run:
@@ -288,6 +303,7 @@ class Installer:
                 "import f2b_ext.f2b_action, f2b_ext.f2b_nftset, f2b_ext.f2b_ipset, f2b_ext.synwatcher; "
                 "print(f2b_ext.__file__)")
         r = run([self.python, "-I", "-c", code], cwd="/")
+        site = self.package_dir if self.package_note else site
         ok = r.returncode == 0 and r.stdout.startswith(site)
         detail = "" if ok else (r.stderr.strip().splitlines() or [r.stdout.strip()])[-1]
         return Check(f"{self.python} imports f2b_ext from {site}", ok, detail)

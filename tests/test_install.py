@@ -390,3 +390,14 @@ def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypa
     assert seen == [("created", etc, "0o600", 0), ("renamed", etc, "0o644", etc / "new.conf"),
                     ("created", etc, "0o600", 0), ("renamed", etc, "0o644", etc / "kept-mode.conf")]
     assert (etc / "kept-mode.conf").read_text() == "y" and sorted(p.name for p in etc.iterdir()) == ["kept-mode.conf", "new.conf"]
+
+
+def test_a_package_that_already_provides_f2b_ext_is_used_not_hidden():
+    ours = "/usr/local/lib/python3.11/dist-packages/f2b_ext"
+    assert plan.package_source(None, ours, "0.1.0") is None                       # nothing there: copy
+    assert plan.package_source((ours, "0.0.9"), ours, "0.1.0") is None            # our own last copy: update it
+    note = plan.package_source(("/usr/lib/python3/dist-packages/f2b_ext", "0.1.0"), ours, "0.1.0")
+    assert note == ("fail2ban's Python imports f2b_ext 0.1.0 from /usr/lib/python3/dist-packages/f2b_ext "
+                    "(installed as a package): not copied")
+    with pytest.raises(ValueError, match="already imports f2b_ext 0.0.9 from /usr/lib/python3/dist-packages"):
+        plan.package_source(("/usr/lib/python3/dist-packages/f2b_ext", "0.0.9"), ours, "0.1.0")
