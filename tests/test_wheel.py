@@ -49,7 +49,7 @@ def f2b_ext(venv: Path, *args) -> subprocess.CompletedProcess:
 
 def test_the_venv_imports_the_wheel_and_its_data(venv):
     r = run(venv / "python", "-c", "import f2b_ext, f2b_ext.shipped as s; print(f2b_ext.__file__); "
-            "print(*sorted(f.name for f in s.listing(s.SAMPLES)))", cwd="/")
+            "print(*sorted(f.name for f in s.listing(s.SAMPLES)))", cwd="/", env={"PATH": os.environ["PATH"]})
     where, samples = r.stdout.splitlines()
     assert where == str(venv.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
                         / "site-packages" / "f2b_ext" / "__init__.py")
@@ -128,8 +128,9 @@ def test_the_checkouts_venv_imports_the_checkout_before_an_installed_copy():
     python = ROOT / ".venv" / "bin" / "python"
     if not python.exists():
         pytest.skip("no .venv (make venv builds it)")
-    r = run(python, "-c", "import json, site, sys; print(json.dumps([sys.path, site.getsitepackages()]))", cwd="/")
+    r = run(python, "-c", "import json, site, sys; print(json.dumps([sys.path, site.getsitepackages()]))", cwd="/",
+            env={"PATH": os.environ["PATH"]})     # the suite's process may carry a PYTHONPATH (fail2ban's helpers)
     path, sites = json.loads(r.stdout)
     system = [p for p in sites if not p.startswith(str(ROOT))]
     assert str(ROOT) in path and system
-    assert all(path.index(str(ROOT)) < path.index(p) for p in system if p in path)
+    assert all(path.index(str(ROOT)) < path.index(p) for p in system if p in path), (path, sites)
