@@ -2,7 +2,9 @@
 #
 # fail2ban, nftables' Python binding and scapy come from Debian's packages (systemd only
 # for its journald binary: the forgery test runs a private one; net-tools for the netstat
-# that bench/synwatch_cost.py compares with); the venv is
+# that bench/synwatch_cost.py compares with; setuptools and wheel so tests/test_wheel.py
+# builds the wheel offline; seccomp so tests/unit_sandbox.py applies the synwatch unit's
+# system call filter where no systemd runs); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
@@ -10,7 +12,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
-              net-tools
+              net-tools python3-setuptools python3-wheel python3-seccomp
 STAMP      := $(VENV)/.installed
 
 .PHONY: deps venv test test-fast demo bench samples clean
@@ -26,6 +28,9 @@ $(STAMP): setup.cfg pyproject.toml | deps
 	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# setuptools' editable finder runs after sys.path, so a copy that `f2b-ext install` put
+	@# into /usr/local/lib/python3*/dist-packages would win; a .pth puts the checkout first.
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/00-f2b-ext-checkout.pth"
 	touch $(STAMP)
 
 venv: deps $(STAMP)

@@ -17,11 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, netfilter as nf
-from .f2b_filter import PROJECT_DIR, Fail2banMissing, FilterRunner, config_dir, ensure_utc
+from . import __version__, netfilter as nf, shipped
+from .f2b_filter import Fail2banMissing, FilterRunner, config_dir, ensure_utc
 from .samples import SampleError, read_cases
-
-SAMPLES_DIR = PROJECT_DIR / "tests" / "samples"
 
 
 class CliError(Exception):
@@ -104,11 +102,12 @@ def cmd_test(args) -> int:
     name = parse_filter_spec(args.filter)[0]
     if name not in SHIPPED_FILTERS:
         raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
-    files = [Path(f) for f in args.logfile] or sorted(SAMPLES_DIR.glob(f"{name}*"))
+    files = [Path(f) for f in args.logfile] or \
+        [f for f in shipped.listing(shipped.SAMPLES) if f.name.startswith(name)]
     if not files:
-        raise CliError(f"no sample logs found under {SAMPLES_DIR}")
-    for f in files:
-        if not f.is_file():
+        raise CliError(f"no sample logs for {name} in {shipped.data(shipped.SAMPLES)}")
+    for f in args.logfile:
+        if not Path(f).is_file():
             raise CliError(f"{f}: no such file")
         if not os.access(f, os.R_OK):
             raise CliError(f"{f}: permission denied")
@@ -124,7 +123,8 @@ def cmd_test(args) -> int:
 
         for path in files:
             try:
-                cases = read_cases(path)
+                with shipped.as_file(path) as real:          # a shipped sample is package data
+                    cases = read_cases(real)
             except (SampleError, UnicodeDecodeError, OSError) as exc:
                 raise CliError(f"{path}: {exc}") from None
             has_expectations = any(c.expect for c in cases)
@@ -383,18 +383,27 @@ def _socket_path(args) -> str:
 
 class Fail2ban:
     """A connection to the running fail2ban-server, over fail2ban's own client protocol
-    (what fail2ban-client speaks); every failure is a one-line CliError."""
+    (what fail2ban-client speaks); every failure is a one-line CliError.
+
+    fail2ban's answers are pickles, and unpickling runs code: before anything is sent or
+    read, the socket file and the process that listens on it (SO_PEERCRED, which the
+    peer cannot forge) must both be root's, or this user's own."""
 
     def __init__(self, sock: str, timeout: float = 10):
         import socket as _socket
         from . import install as plan
         try:
             from fail2ban.client.csocket import CSocket
+            from fail2ban.protocol import CSPROTO
         except ImportError:
             raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
-        self.sock = sock
+        self.sock, self._csocket, self._proto = sock, CSocket, CSPROTO
+        self.client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self.client.settimeout(timeout)
         try:
-            self.client = CSocket(sock, timeout=timeout)
+            self._trust(os.stat(sock).st_uid, "owned")
+            self.client.connect(sock)
+            self._trust(self._peer_uid(), "served")
         except FileNotFoundError:
             raise CliError(f"fail2ban is not running: no socket at {sock} (systemctl start fail2ban)") from None
         except ConnectionRefusedError:
@@ -409,10 +418,30 @@ class Fail2ban:
         if problem:
             raise CliError(problem)
 
+    def _peer_uid(self) -> int:
+        import socket as _socket
+        import struct
+        creds = self.client.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[1]            # pid, uid, gid
+
+    def _trust(self, uid: int, how: str):
+        if uid not in (0, os.geteuid()):
+            import pwd
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self.client.close()
+            raise CliError(f"{self.sock} is {how} by {name}, not root: refusing to talk to it "
+                           "(fail2ban's answers are pickles, which run code when read)")
+
     def ask(self, *command):
+        import pickle
         import socket as _socket
         try:
-            code, value = self.client.send(list(command))
+            self.client.sendall(pickle.dumps(list(map(self._csocket.convert, command)), pickle.HIGHEST_PROTOCOL)
+                                + self._proto.END)
+            code, value = self._csocket.receive(self.client)
         except (_socket.timeout, OSError, EOFError) as exc:
             raise CliError(f"fail2ban stopped answering on {self.sock}: {exc}") from None
         if code != 0:
@@ -424,6 +453,10 @@ class Fail2ban:
         return [j.strip() for j in status.get("Jail list", "").split(",") if j.strip()]
 
     def close(self):
+        try:
+            self.client.sendall(self._proto.CLOSE + self._proto.END)     # as fail2ban-client says goodbye
+        except OSError:
+            pass
         self.client.close()
 
 
@@ -772,6 +805,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         print(f"f2b-ext: {exc}", file=sys.stderr)
+        return 2
+    except shipped.DataMissing as exc:
+        print(f"f2b-ext: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("f2b_ext."):
+            raise
+        # the copy `install` gives fail2ban's Python holds only what fail2ban and synwatch need
+        print(f"f2b-ext: {exc.name} is not in {Path(__file__).parent} (the part of f2b_ext installed for "
+              "fail2ban): run the f2b-ext command you installed (pip, pipx, a package or the checkout's .venv)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("f2b-ext: interrupted", file=sys.stderr)

@@ -7,8 +7,8 @@ fail2ban.local points socket, pid file, database and log into that dir, so nothi
 machine's own fail2ban is read or touched. The jails come as jail.local text whose
 `{log}` names a log file in the dir. The server runs in the foreground
 (`fail2ban-server -f -x -c DIR`) as `nobody`, or as root inside a network namespace
-when its actions must change that namespace's firewall; `PYTHONPATH` points at this
-project so action.d/*.py can import f2b_ext. `start()` returns once fail2ban says the
+when its actions must change that namespace's firewall; `PYTHONPATH` points at the
+directory this f2b_ext is imported from, so action.d/*.py import the same code. `start()` returns once fail2ban says the
 jail started, not merely once it answers ping.
 """
 from __future__ import annotations
@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .f2b_filter import PROJECT_DIR, config_dir
+from .f2b_filter import config_dir
 from .lab import until
+
+IMPORT_ROOT = Path(__file__).resolve().parent.parent       # holds this f2b_ext package
 
 
 class ServerError(RuntimeError):
@@ -39,7 +41,7 @@ class Fail2banServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "conf"
         shutil.copytree(installed[0] if installed else "/etc/fail2ban", self.conf, dirs_exist_ok=True)
-        self.pythonpath = str(installed[1]) if installed else str(PROJECT_DIR)
+        self.pythonpath = str(installed[1]) if installed else str(IMPORT_ROOT)
         if not installed:
             for stock in (self.conf / "jail.d").glob("*"):
                 stock.unlink()

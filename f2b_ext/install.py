@@ -9,12 +9,19 @@ The rule is dpkg's conffile rule:
   - one that still holds what we installed last time is replaced (updated);
   - anything else was changed by somebody (or was never ours): it is kept, the
     difference is shown, and only `--force` replaces it (or, on uninstall, removes it).
-A `.local` file is never written: it is the admin's, and we only point out the ones that
-override our files. The manifest maps each installed path to the SHA-256 of what was
-written, so that `uninstall` removes exactly that and nothing else.
+A file the last install wrote that we no longer ship (a module an older version copied)
+is removed when it is still exactly as written, else kept. A `.local` file is never
+written: it is the admin's, and we only point out the ones that override our files. The
+manifest maps each installed path to the SHA-256 of what was written, so that
+`uninstall` removes exactly that and nothing else.
+
+Which modules of f2b_ext go into fail2ban's Python is decided here too
+(`fail2ban_modules()`): what action.d/*.py import and what the synwatch unit runs
+(`python3 -m f2b_ext synwatch`), followed through every import, never into the lab.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import json
@@ -31,6 +38,17 @@ MANIFEST = "var/lib/f2b-ext/manifest.json"
 # fail2ban versions whose Python-action and jail protocol this suite is written against
 # (Debian 12 ships 1.0.2; 1.1 keeps the same ActionBase and reader).
 SUPPORTED = ((1, 0), (1, 1))
+
+# The lab: network namespaces it enters, forged raw frames, the live demo and its
+# private fail2ban-server. Never installed next to the firewall daemon; the command line
+# reaches it only from `f2b-ext demo`.
+LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server"})
+# Besides the modules action.d/*.py import: what the synwatch unit runs with fail2ban's Python.
+RUNTIME_ENTRIES = ("__init__", "__main__", "synwatcher")
+
+# Modes, whatever the umask: files and the directories install creates are readable by
+# all (fail2ban-server, the synwatch unit's dynamic user) and writable by root only.
+FILE_MODE, DIR_MODE = 0o644, 0o755
 
 # Verbs, in the order a person wants to read them.
 NEW, UPDATED, SAME, KEPT, REPLACED = "new", "updated", "same", "kept", "replaced"
@@ -58,7 +76,8 @@ def unified_diff(path: str, old: bytes, new: bytes) -> str:
 
 def plan_install(ours: dict[str, bytes], existing: dict[str, bytes | None],
                  manifest: dict[str, str], force: bool = False) -> list[Step]:
-    """One Step per file we ship. `existing[path]` is the destination's content or None."""
+    """One Step per file we ship, and one per file of the last install we no longer ship.
+    `existing[path]` is the destination's content or None."""
     steps = []
     for path in sorted(ours):
         new, old = ours[path], existing.get(path)
@@ -70,6 +89,11 @@ def plan_install(ours: dict[str, bytes], existing: dict[str, bytes | None],
             steps.append(Step(path, UPDATED))
         else:
             steps.append(Step(path, REPLACED if force else KEPT, unified_diff(path, old, new)))
+    for path in sorted(set(manifest) - set(ours)):          # shipped before, not any more
+        old = existing.get(path)
+        if old is None:
+            continue
+        steps.append(Step(path, REMOVED if force or digest(old) == manifest[path] else KEPT))
     return steps
 
 
@@ -94,9 +118,56 @@ def manifest_after(steps: list[Step], ours: dict[str, bytes], previous: dict[str
     for step in steps:
         if step.verb in (NEW, UPDATED, REPLACED, SAME):
             result[step.path] = digest(ours[step.path])
-        elif step.path in previous:          # kept: still ours to remove, as last written
+        elif step.verb == KEPT and step.path in previous:    # still ours to remove, as last written
             result[step.path] = previous[step.path]
     return result
+
+
+def imported_modules(source: str, package: str = "f2b_ext") -> set[str]:
+    """The modules of `package` that Python source imports, anywhere in it (function
+    bodies too): `from . import x`, `from .x import y`, `import f2b_ext.x`, `from f2b_ext.x import y`."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:
+                found.update([node.module.split(".")[0]] if node.module else (a.name for a in node.names))
+            elif node.level == 0 and node.module == package:
+                found.update(a.name for a in node.names)
+            elif node.level == 0 and (node.module or "").startswith(package + "."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(package + "."))
+    return found
+
+
+def fail2ban_modules(modules: dict[str, str], actions: list[str]) -> list[str]:
+    """Which of the package's modules ({name: source}) fail2ban's Python needs: those the
+    action files (their sources) import and RUNTIME_ENTRIES, followed through every import,
+    never into LAB_MODULES."""
+    todo = [m for m in set(RUNTIME_ENTRIES).union(*map(imported_modules, actions)) if m in modules]
+    needed = set()
+    while todo:
+        name = todo.pop()
+        if name in needed or name in LAB_MODULES:
+            continue
+        needed.add(name)
+        todo += [m for m in imported_modules(modules[name]) if m in modules]
+    return sorted(needed)
+
+
+def package_source(found: tuple[str, str] | None, ours: str, version: str) -> str | None:
+    """Whether to copy f2b_ext into fail2ban's Python, given where that Python already
+    imports it from (`found`: (directory, version), or None) and where install puts it
+    (`ours`). None: copy. Else the note saying why not. A package (Debian's, pip's into the
+    system) already providing this version is used as it is: a partial copy in front of it
+    would hide its data from its own f2b-ext command. Another version there: ValueError."""
+    if found is None or found[0].rstrip("/") == ours.rstrip("/"):
+        return None
+    where, have = found
+    if have != version:
+        raise ValueError(f"fail2ban's Python already imports f2b_ext {have} from {where}: installing {version} "
+                         "in front of it would hide it; upgrade or remove that copy first")
+    return f"fail2ban's Python imports f2b_ext {have} from {where} (installed as a package): not copied"
 
 
 def _relative(path) -> bool:
@@ -119,6 +190,12 @@ def parse_manifest(text: str) -> tuple[dict[str, str], list[str]]:
 def format_manifest(files: dict[str, str], dirs: list[str], version: str) -> str:
     return json.dumps({"f2b-ext": version, "files": dict(sorted(files.items())),
                        "dirs": sorted(set(dirs))}, indent=1) + "\n"
+
+
+def mode_for(existing_mode: int | None) -> int:
+    """The permission bits a written file gets: the admin's (an existing file keeps its
+    mode), else FILE_MODE; never writable by group or others, never setuid."""
+    return (FILE_MODE if existing_mode is None else existing_mode) & 0o755
 
 
 def missing_dirs(path: str, exists) -> list[str]:

@@ -7,11 +7,19 @@ and validates with the installed fail2ban itself: `fail2ban-server -t` on the re
 on a scratch copy with every f2b-ext jail enabled (and every other jail disabled, so an
 unrelated broken jail cannot hide ours), and an import of f2b_ext by the Python that runs
 fail2ban-server. Nothing outside `root` is written; the scratch copies live in /tmp.
+
+What it ships comes from the package data (f2b_ext/shipped.py) and, for fail2ban's
+Python, the modules install.fail2ban_modules() picks: never the lab. Every file is
+written through a temporary file created 0600 beside it, given its final mode, then
+renamed over it; every directory it creates gets DIR_MODE: the result does not depend
+on the umask.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,7 +28,7 @@ from pathlib import Path
 
 from . import __version__ as VERSION
 from . import install as plan
-from .f2b_filter import PROJECT_DIR, SUITE_DIRS
+from . import shipped as data
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -91,6 +99,19 @@ class Installer:
         if site.returncode != 0 or not site.stdout.strip().startswith("/"):
             raise InstallError(f"cannot ask {self.python} for its site-packages directory")
         self.site = site.stdout.strip().lstrip("/")
+        self.package_note = None           # set when fail2ban's Python already has f2b_ext as a package
+        self.package_dir = str(self.root / self.site / "f2b_ext")
+        if self.root == Path("/"):
+            found = run([self.python, "-I", "-c", "import os, f2b_ext; print(os.path.dirname(f2b_ext.__file__)); "
+                         "print(f2b_ext.__version__)"], cwd="/")
+            where = tuple(found.stdout.split()) if found.returncode == 0 else None
+            try:
+                self.package_note = plan.package_source(where if where and len(where) == 2 else None,
+                                                        self.package_dir, VERSION)
+            except ValueError as exc:
+                raise InstallError(str(exc)) from None
+            if self.package_note:
+                self.package_dir = where[0]
 
     # --- plain data in -------------------------------------------------------------
 
@@ -106,20 +127,26 @@ class Installer:
         """{path relative to root: content} of everything install writes, and the backend note."""
         backend, why = plan.choose_backend(self.has_rsyslog(), self.has_journal())
         files: dict[str, bytes] = {}
-        for sub in SUITE_DIRS:
-            for src in sorted((PROJECT_DIR / sub).glob("*")):
-                if src.is_file() and src.suffix in (".conf", ".py"):
-                    data = src.read_bytes()
-                    if sub == "jail.d":
-                        data = plan.render_jail(data.decode(), backend).encode()
-                    files[f"{plan.FAIL2BAN_DIR}/{sub}/{src.name}"] = data
-        if self.has_rsyslog():
-            files[plan.RSYSLOG_RULE] = (PROJECT_DIR / "rsyslog.d" / "f2b-ext-netfilter.conf").read_bytes()
-        if (self.root / "etc/systemd").is_dir():
-            unit = (PROJECT_DIR / "systemd" / "f2b-ext-synwatch.service").read_text()
-            files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()
-        for src in sorted(PACKAGE_DIR.glob("*.py")):
-            files[f"{self.site}/f2b_ext/{src.name}"] = src.read_bytes()
+        try:
+            for sub in data.FAIL2BAN_DIRS:
+                for src in data.listing(sub, (".conf", ".py")):
+                    content = src.read_bytes()
+                    if sub == data.JAILS:
+                        content = plan.render_jail(content.decode(), backend).encode()
+                    files[f"{plan.FAIL2BAN_DIR}/{sub}/{src.name}"] = content
+            if self.has_rsyslog():
+                files[plan.RSYSLOG_RULE] = data.data(*data.RSYSLOG_RULE).read_bytes()
+            if (self.root / "etc/systemd").is_dir():
+                unit = data.data(*data.SYNWATCH_UNIT).read_text()
+                files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()
+        except data.DataMissing as exc:
+            raise InstallError(str(exc)) from None
+        if self.package_note:
+            return files, why
+        modules = {src.stem: src.read_text() for src in PACKAGE_DIR.glob("*.py")}
+        actions = [content.decode() for path, content in files.items() if "/action.d/" in path]
+        for name in plan.fail2ban_modules(modules, actions):
+            files[f"{self.site}/f2b_ext/{name}.py"] = (PACKAGE_DIR / f"{name}.py").read_bytes()
         return files, why
 
     def read(self, rel: str) -> bytes | None:
@@ -147,20 +174,21 @@ class Installer:
     def install(self, dry_run: bool = False) -> Result:
         ours, why = self.shipped()
         previous, created = self.manifest()
-        steps = plan.plan_install(ours, {p: self.read(p) for p in ours}, previous, self.force)
-        result = Result(steps, notes=[why])
+        steps = plan.plan_install(ours, {p: self.read(p) for p in {*ours, *previous}}, previous, self.force)
+        result = Result(steps, notes=[why, *([self.package_note] if self.package_note else [])])
         for local in plan.overriding_locals(list(ours), self.local_files()):
             result.notes.append(f"{local} exists and overrides what f2b-ext installs")
         if dry_run:
             return result
         before = self.config_test(self.etc)
-        exists = lambda rel: (self.root / rel).is_dir()
         try:
             for step in steps:
                 if step.verb in (plan.NEW, plan.UPDATED, plan.REPLACED):
-                    created += plan.missing_dirs(step.path, exists)
+                    created += self.make_dirs(step.path)
                     self.write(step.path, ours[step.path])
-            created += plan.missing_dirs(plan.MANIFEST, exists)
+                elif step.verb == plan.REMOVED:              # ours before, not shipped any more
+                    (self.root / step.path).unlink()
+            created += self.make_dirs(plan.MANIFEST)
             self.write(plan.MANIFEST, plan.format_manifest(plan.manifest_after(steps, ours, previous),
                                                            created, VERSION).encode())
         except OSError as exc:
@@ -171,16 +199,35 @@ class Installer:
         result.checks = [after, self.jails_test(), self.import_test()]
         return result
 
-    def write(self, rel: str, data: bytes):
+    def make_dirs(self, rel: str) -> list[str]:
+        """Create the missing parents of `rel`, each DIR_MODE; returns them (relative)."""
+        missing = plan.missing_dirs(rel, lambda d: (self.root / d).is_dir())
+        for directory in missing:
+            path = self.root / directory
+            path.mkdir()
+            os.chmod(path, plan.DIR_MODE)           # mkdir's mode is cut by the umask
+        return missing
+
+    def write(self, rel: str, content: bytes):
+        """Replace root/rel atomically: a temporary file only root can read, created
+        beside it (same file system), given its final mode, synced, renamed over it."""
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.f2b-ext-tmp")
-        tmp.write_bytes(data)
-        if path.exists():
-            shutil.copymode(path, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)                      # never a half-written config file
+        try:
+            existing = stat.S_IMODE(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            existing = None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".f2b-ext-tmp", dir=path.parent)  # 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+                out.flush()
+                os.fchmod(out.fileno(), plan.mode_for(existing))
+                os.fsync(out.fileno())
+            os.replace(tmp, path)                  # never a half-written config file
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     # --- uninstall -----------------------------------------------------------------
 
@@ -256,6 +303,7 @@ class Installer:
                 "import f2b_ext.f2b_action, f2b_ext.f2b_nftset, f2b_ext.f2b_ipset, f2b_ext.synwatcher; "
                 "print(f2b_ext.__file__)")
         r = run([self.python, "-I", "-c", code], cwd="/")
+        site = self.package_dir if self.package_note else site
         ok = r.returncode == 0 and r.stdout.startswith(site)
         detail = "" if ok else (r.stderr.strip().splitlines() or [r.stdout.strip()])[-1]
         return Check(f"{self.python} imports f2b_ext from {site}", ok, detail)

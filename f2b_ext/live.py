@@ -26,8 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ipset, nftset
-from .f2b_filter import PROJECT_DIR
+from . import ipset, nftset, shipped
 from .f2b_server import Fail2banServer
 from .lab import SERVER_V4, SERVER_V6, Lab, LabError, until
 
@@ -146,14 +145,14 @@ class Rsyslog:
         self.kern_log, self.netfilter_log = work / "kern.log", work / "netfilter.log"
         for path in (self.kern_log, self.netfilter_log):
             path.touch()
-        shipped = (PROJECT_DIR / "rsyslog.d" / "f2b-ext-netfilter.conf").read_text()
+        rule = shipped.data(*shipped.RSYSLOG_RULE).read_text()
         mine = " or ".join(f'$msg contains "={i} "' for i in ifaces)
         (work / "rsyslog.conf").write_text(f"""global(workDirectory="{work}")
 module(load="imklog")
 if not ({mine}) then {{
     stop
 }}
-{shipped.replace("/var/log/netfilter.log", str(self.netfilter_log))}
+{rule.replace("/var/log/netfilter.log", str(self.netfilter_log))}
 kern.*  {self.kern_log}
 """)
         output = work / "rsyslogd.out"           # a file, not a pipe nobody drains

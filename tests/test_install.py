@@ -253,3 +253,153 @@ def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
             assert until(lambda: "counting 1 members" in status(), 5), status()  # installed subnet-escalate saw it
         finally:
             f2b.close()
+
+
+# --- what goes into fail2ban's Python; modes whatever the umask ------------------------
+
+def test_imported_modules_reads_every_form_of_import():
+    src = ("from . import escalation, host\nfrom .nftset import x\nimport f2b_ext.ipset\n"
+           "from f2b_ext.f2b_action import A\nfrom f2b_ext import report\nimport os\n"
+           "def later():\n    from .lab import Lab\n")
+    assert plan.imported_modules(src) == {"escalation", "host", "nftset", "ipset", "f2b_action", "report", "lab"}
+
+
+def test_fail2ban_modules_follow_every_import_but_never_into_the_lab():
+    modules = {"__init__": "", "__main__": "from .cli import main", "synwatcher": "",
+               "cli": "def demo():\n    from .live import run\n", "live": "from . import lab",
+               "lab": "", "plugin": "def ban():\n    from .core import decide\n", "core": "", "unused": ""}
+    action = "from f2b_ext.plugin import Plugin as Action"
+    assert plan.fail2ban_modules(modules, [action]) == ["__init__", "__main__", "cli", "core", "plugin", "synwatcher"]
+
+
+def test_the_shipped_plugins_never_need_the_lab():
+    """What fail2ban-server itself imports (action.d/*.py, followed through every import)
+    reaches no lab module even without the barrier: the barrier only cuts `f2b-ext demo`."""
+    modules = {p.stem: p.read_text() for p in (ROOT / "f2b_ext").glob("*.py")}
+    todo, seen = [m for a in (ROOT / "action.d").glob("*.py") for m in plan.imported_modules(a.read_text())], set()
+    while todo:
+        name = todo.pop()
+        if name in modules and name not in seen:
+            seen.add(name)
+            todo += plan.imported_modules(modules[name])
+    assert {"f2b_action", "f2b_nftset", "f2b_ipset"} <= seen and not seen & plan.LAB_MODULES
+    users = {m for m, src in modules.items() if m not in plan.LAB_MODULES and plan.imported_modules(src) & plan.LAB_MODULES}
+    assert users == {"cli"}
+
+
+def test_plan_install_removes_what_we_no_longer_ship_unless_changed():
+    old, edited = "usr/lib/py/f2b_ext/lab.py", "usr/lib/py/f2b_ext/live.py"
+    manifest = {old: plan.digest(b"lab"), edited: plan.digest(b"live")}
+    steps = plan.plan_install(OURS, {old: b"lab", edited: b"live, edited"}, manifest)
+    verbs = {s.path: s.verb for s in steps}
+    assert verbs[old] == plan.REMOVED and verbs[edited] == plan.KEPT
+    assert plan.manifest_after(steps, OURS, manifest) == {**{p: plan.digest(c) for p, c in OURS.items()},
+                                                          edited: manifest[edited]}
+    assert {s.path: s.verb for s in plan.plan_install(OURS, {edited: b"x"}, manifest, force=True)}[edited] == plan.REMOVED
+    assert old not in {s.path for s in plan.plan_install(OURS, {}, manifest)}        # already gone
+
+
+def test_the_installed_copy_holds_no_lab_code(machine):
+    r = f2b_ext("install", "--root", str(machine))
+    assert r.returncode == 0, r.stdout + r.stderr
+    installed = site(machine) / "f2b_ext"
+    names = {p.stem for p in installed.glob("*.py")}
+    assert {"f2b_action", "f2b_nftset", "f2b_ipset", "f2b_setaction", "synwatcher", "__main__"} <= names
+    assert not names & plan.LAB_MODULES and not (installed / "data").exists()
+    for path in installed.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            assert b"socket.AF_PACKET" not in text and b".setns(" not in text, path     # what lab.py does
+    # the part the admin meets through it says so in one line, no traceback
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site(machine))}
+    python = fail2ban_python(shutil.which("fail2ban-server"))
+    for args, what in ((["demo"], "f2b_ext.live is not in"), (["test"], "f2b_ext/data/samples is missing")):
+        r = subprocess.run([python, "-m", "f2b_ext", *args], capture_output=True, text=True, cwd="/", env=env)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and what in r.stderr, r.stderr
+
+
+def test_an_upgrade_takes_away_the_lab_an_older_install_copied(machine):
+    assert f2b_ext("install", "--root", str(machine)).returncode == 0
+    installed, manifest = site(machine) / "f2b_ext", machine / plan.MANIFEST
+    files, dirs = plan.parse_manifest(manifest.read_text())
+    lab = installed / "lab.py"                          # what an older f2b-ext install copied
+    lab.write_bytes((ROOT / "f2b_ext" / "lab.py").read_bytes())
+    files[str(lab.relative_to(machine))] = plan.digest(lab.read_bytes())
+    manifest.write_text(plan.format_manifest(files, dirs, "0.0.9"))
+    r = f2b_ext("install", "--root", str(machine), "-v")
+    assert r.returncode == 0 and f"removed  {lab}\n" in r.stdout, r.stdout
+    assert not lab.exists() and str(lab.relative_to(machine)) not in plan.parse_manifest(manifest.read_text())[0]
+
+
+def modes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): oct(p.stat().st_mode) for p in sorted(root.rglob("*"))
+            if "__pycache__" not in p.parts}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_install_modes_do_not_depend_on_the_umask(machine, tmp_path, umask):
+    """Under umask 000 (or 077) every path install creates has the mode it has under 022."""
+    (machine / "etc" / "systemd" / "system").rmdir()          # install creates it (and its other dirs)
+    other = tmp_path / "other"
+    shutil.copytree(machine, other, symlinks=True)
+
+    def install(root, mask):
+        r = subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({mask}); from f2b_ext.cli import main; "
+                            f"sys.exit(main(['install', '--root', {str(root)!r}]))"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return {p: m for p, m in modes(root).items()}
+
+    before = modes(machine)
+    reference, odd = install(machine, 0o022), install(other, umask)
+    assert odd == reference
+    created = {p: m for p, m in reference.items() if p not in before}
+    assert created and set(created.values()) == {oct(0o40755), oct(0o100644)}, created
+    assert {"etc/systemd/system", "var/lib/f2b-ext"} <= {p for p, m in created.items() if m == oct(0o40755)}
+    assert not list(machine.rglob("*.f2b-ext-tmp")) and not list(other.rglob("*.f2b-ext-tmp"))
+
+
+def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypatch):
+    """Seen at the moment of the rename: the temporary is in the target's directory, was
+    created 0600 (before its content went in) and has its final mode only then."""
+    from f2b_ext import installer
+    seen = []
+    real_mkstemp, real_replace = installer.tempfile.mkstemp, installer.os.replace
+
+    def mkstemp(**kw):
+        fd, name = real_mkstemp(**kw)
+        seen.append(("created", Path(name).parent, oct(os.stat(name).st_mode & 0o777), os.stat(name).st_size))
+        return fd, name
+
+    def replace(src, dst):
+        seen.append(("renamed", Path(src).parent, oct(os.stat(src).st_mode & 0o777), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(installer.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(installer.os, "replace", replace)
+    inst = installer.Installer.__new__(installer.Installer)
+    inst.root = tmp_path
+    old = os.umask(0)
+    try:
+        (tmp_path / "etc").mkdir()
+        inst.write("etc/new.conf", b"x")
+        (tmp_path / "etc/kept-mode.conf").write_text("old")
+        os.chmod(tmp_path / "etc/kept-mode.conf", 0o666)
+        inst.write("etc/kept-mode.conf", b"y")
+    finally:
+        os.umask(old)
+    etc = tmp_path / "etc"
+    assert seen == [("created", etc, "0o600", 0), ("renamed", etc, "0o644", etc / "new.conf"),
+                    ("created", etc, "0o600", 0), ("renamed", etc, "0o644", etc / "kept-mode.conf")]
+    assert (etc / "kept-mode.conf").read_text() == "y" and sorted(p.name for p in etc.iterdir()) == ["kept-mode.conf", "new.conf"]
+
+
+def test_a_package_that_already_provides_f2b_ext_is_used_not_hidden():
+    ours = "/usr/local/lib/python3.11/dist-packages/f2b_ext"
+    assert plan.package_source(None, ours, "0.1.0") is None                       # nothing there: copy
+    assert plan.package_source((ours, "0.0.9"), ours, "0.1.0") is None            # our own last copy: update it
+    note = plan.package_source(("/usr/lib/python3/dist-packages/f2b_ext", "0.1.0"), ours, "0.1.0")
+    assert note == ("fail2ban's Python imports f2b_ext 0.1.0 from /usr/lib/python3/dist-packages/f2b_ext "
+                    "(installed as a package): not copied")
+    with pytest.raises(ValueError, match="already imports f2b_ext 0.0.9 from /usr/lib/python3/dist-packages"):
+        plan.package_source(("/usr/lib/python3/dist-packages/f2b_ext", "0.0.9"), ours, "0.1.0")

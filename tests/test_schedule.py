@@ -71,7 +71,9 @@ def test_schedule_of_a_real_fail2ban():
             server.client("set", "escalate", "banip", f"203.0.113.{h}")
         server.wait_for(lambda: "203.0.113.0/24" in server.bans("escalate"), what="the escalation")
         server.client("set", "plain", "banip", "198.51.100.9")
-        r = f2b_ext("schedule", "--socket", str(server.sock), "--json")
+        # fail2ban runs as nobody here: f2b-ext talks to it as nobody (its own socket) ...
+        f2b_ext_ = lambda *args: f2b_ext(*args, user="nobody")
+        r = f2b_ext_("schedule", "--socket", str(server.sock), "--json")
         assert r.returncode == 0, r.stderr
         got = json.loads(r.stdout)
         rows = {(b["jail"], b["target"]): b for b in got["bans"]}
@@ -83,14 +85,19 @@ def test_schedule_of_a_real_fail2ban():
         assert rows[("plain", "198.51.100.9")]["end"] is None
         assert [b["target"] for b in got["bans"]][-2:] == ["203.0.113.0/24", "198.51.100.9"]   # by end
 
-        text = f2b_ext("schedule", "--socket", str(server.sock))
+        text = f2b_ext_("schedule", "--socket", str(server.sock))
         assert text.returncode == 0 and "\033[" not in text.stdout
         assert text.stdout.startswith("5 bans in 2 jails")
         assert "203.0.113.0/24" in text.stdout and "escalated" in text.stdout and "permanent" in text.stdout
-        only = json.loads(f2b_ext("schedule", "plain", "--socket", str(server.sock), "--json").stdout)
+        only = json.loads(f2b_ext_("schedule", "plain", "--socket", str(server.sock), "--json").stdout)
         assert [b["target"] for b in only["bans"]] == ["198.51.100.9"]
-        r = f2b_ext("schedule", "nosuch", "--socket", str(server.sock))
+        r = f2b_ext_("schedule", "nosuch", "--socket", str(server.sock))
         assert r.returncode == 2 and r.stderr == "f2b-ext: no such jail: nosuch\n"
+        # ... but root never unpickles what a socket it does not own sends
+        r = f2b_ext("schedule", "--socket", str(server.sock))
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == (f"f2b-ext: {server.sock} is owned by nobody, not root: refusing to talk to it "
+                            "(fail2ban's answers are pickles, which run code when read)\n")
         # the socket is fail2ban's (here nobody's, mode 0700 dir): another user is refused
         os.chmod(server.dir, 0o700)
         r = f2b_ext("schedule", "--socket", str(server.sock), user="daemon")
@@ -117,3 +124,57 @@ def test_not_running_and_stale_socket_are_one_line(tmp_path):
 def test_missing_configuration_is_one_line(tmp_path):
     r = f2b_ext("schedule", "--conf", str(tmp_path))
     assert r.returncode == 2 and r.stderr == f"f2b-ext: {tmp_path}/fail2ban.conf not found: is fail2ban installed? (or give --socket)\n"
+
+
+HOSTILE_SERVER = """
+import os, pickle, socket, sys
+class Payload:                          # unpickling this creates the file named on the command line
+    def __reduce__(self):
+        return (open, (sys.argv[2], "w"))
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(sys.argv[1])
+srv.listen(1)
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    conn.settimeout(5)
+    try:
+        conn.recv(4096)
+        conn.sendall(pickle.dumps((0, Payload())) + b"<F2B_END_COMMAND>")
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+@pytest.mark.skipif(not is_root(), reason="runs a listener as nobody and chowns its socket (needs root)")
+def test_a_socket_served_by_another_user_is_refused_before_anything_is_read():
+    """The socket file can look like root's (root chowned it); what counts is who listens
+    (SO_PEERCRED). A nobody-run server whose answer would run code when unpickled."""
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+    work = Path(tempfile.mkdtemp(prefix="f2b-ext-hostile-"))   # not under pytest's 0700 tmp: nobody enters
+    nobody = pwd.getpwnam("nobody")
+    os.chown(work, nobody.pw_uid, nobody.pw_gid)
+    sock, pwned = work / "fail2ban.sock", work / "pwned"
+    server = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               sys.executable, "-c", HOSTILE_SERVER, str(sock), str(pwned)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        os.chown(sock, 0, 0)
+        os.chmod(sock, 0o777)
+        r = f2b_ext("schedule", "--socket", str(sock))
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr == (f"f2b-ext: {sock} is served by nobody, not root: refusing to talk to it "
+                            "(fail2ban's answers are pickles, which run code when read)\n")
+        assert not pwned.exists()
+        # the same server, talked to by its own user: the payload runs (the test can fail)
+        r = f2b_ext("schedule", "--socket", str(sock), user="nobody")
+        assert pwned.exists(), r.stderr
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(work)

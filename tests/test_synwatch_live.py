@@ -1,7 +1,8 @@
 """SYN floods that no LOG rule sees, end to end on the real kernel: a listener with a
 small backlog in the server namespace, forged SYNs from the remote (whose SYN-ACKs go
 unanswered, as a forged source's would), the watcher run exactly as its systemd unit runs
-it, and a real fail2ban-server with the shipped f2b-ext-synrecv jail and nftset.py.
+it (its ExecStart, under the unit's user, capabilities, umask, /proc, system call filter,
+address families and MemoryDenyWriteExecute: tests/unit_sandbox.py), and a real fail2ban-server with the shipped f2b-ext-synrecv jail and nftset.py.
 
   1. a flood forged from addresses of 203.0.113.0/24 on port 80: the /24 is banned
      (in fail2ban and in the kernel's set), the rest of the world still gets answers;
@@ -23,16 +24,18 @@ import time
 import pytest
 
 from conftest import ROOT, is_root
+import unit_sandbox
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")]
 
+UNIT = ROOT / "systemd" / "f2b-ext-synwatch.service"
 BANTIME = 8          # the jail's first step, shortened for the test
 JAIL = "f2b-ext-synrecv"
 
 
 def unit_command() -> list[str]:
     """ExecStart of the shipped unit (options given after it override its own)."""
-    for line in (ROOT / "systemd" / "f2b-ext-synwatch.service").read_text().splitlines():
+    for line in UNIT.read_text().splitlines():
         if line.startswith("ExecStart="):
             return shlex.split(line.split("=", 1)[1])
     raise AssertionError("the unit has no ExecStart")
@@ -72,10 +75,13 @@ def test_forged_flood_is_banned_by_prefix_random_one_is_not_and_bans_lapse(tmp_p
         watcher = None
         try:
             f2b.start(jail=JAIL)
-            # the watcher, as its unit runs it, writing where the jail reads
+            # the watcher, as its unit runs it, writing where the jail reads (its log is
+            # the unit's user's, as LogsDirectory= makes it)
+            os.chmod(f2b.dir, 0o711)
+            os.chown(f2b.log, unit_sandbox.DYNAMIC_UID, unit_sandbox.DYNAMIC_UID)
             cmd = unit_command() + ["--interval", "1", "--net", "30", "--host", "20",
                                     "--unattributed", "30", "--log", str(f2b.log)]
-            watcher = subprocess.Popen(["ip", "netns", "exec", lab.server, *cmd],
+            watcher = subprocess.Popen(["ip", "netns", "exec", lab.server, *unit_sandbox.prefix(UNIT), *cmd],
                                        env=dict(os.environ, PYTHONPATH=str(ROOT)),
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
