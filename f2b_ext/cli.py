@@ -340,7 +340,7 @@ def cmd_report(args) -> int:
         bogons = parse_bogons(args.bogons)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    found, _ = _dependencies()
+    found = [] if args.no_dependencies else _dependencies()[0]
     dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
     rep = report.Report(now=now, since=since, hosts=args.hosts, bogons=bogons, dependencies=dependencies)
     lines = _journal_lines(since, args.journal_dir) if journal else _log_lines(Path(args.logfile))
@@ -709,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--since", metavar="WHEN", help="only records since an age (30m, 2h, 1d) or a date (2026-11-21T08:00)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
+    r.add_argument("--no-dependencies", action="store_true",
+                   help="the log is another machine's: do not mark (or protect) this machine's dependencies")
     r.add_argument("--bogons", default="default", metavar="LIST",
                    help="networks never escalated, as subnet-escalate's bogons parameter: default, none, or CIDRs")
     r.add_argument("--hosts", type=int, default=5, metavar="N",
