@@ -23,9 +23,11 @@ from f2b_ext.lab import Lab  # noqa: E402
 import kernel_cases as kc  # noqa: E402
 
 STYLES = ("rfc3339", "classic", "nouptime")
-# Times the renderings carry, as failJSON "time" (UTC).
-STYLE_TIME = {"rfc3339": "2026-11-21T08:08:21.452534", "classic": "2026-11-21T08:08:21",
-              "nouptime": "2026-11-21T08:08:21"}
+# Times the renderings carry, as failJSON "time": local wall-clock time in fail2ban's
+# sample-test zone (CET), a stamp without a year read against its "now" (2005-08-14),
+# as tests/conftest.py's upstream_clock and fail2ban-testcases read them.
+STYLE_TIME = {"rfc3339": "2026-11-21T09:08:21", "classic": "2004-11-21T08:08:21",
+              "nouptime": "2004-11-21T08:08:21"}
 
 
 def _host(addr: str) -> str:
