@@ -88,9 +88,9 @@ NEVER_REMOTE = tuple((ipaddress.ip_network(net), why) for net, why in (
 ))
 LOOPBACK_IFACE = "lo"
 # Default inside interfaces (filter's insideifaces): bridges and links of containers and VMs.
-DEFAULT_INSIDE_IFACES = (r"docker[0-9]+|br-[0-9a-f]{12}|podman[0-9]+|cni-podman[0-9]+|virbr[0-9]+|"
+DEFAULT_INSIDE_IFACES = (r"(?=[bcdfiklpvw])(?:docker[0-9]+|br-[0-9a-f]{12}|podman[0-9]+|cni-podman[0-9]+|virbr[0-9]+|"
                          r"vnet[0-9]+|lxcbr[0-9]+|lxdbr[0-9]+|incusbr[0-9]+|cni[0-9]+|flannel\.[0-9]+|"
-                         r"cali[0-9a-f]+|cilium_\w+|lxc[0-9a-f]+|weave|kube-bridge|veth\w+")
+                         r"cali[0-9a-f]+|cilium_\w+|lxc[0-9a-f]+|weave|kube-bridge|veth\w+)")
 NO_ADDRESSES = "(?!)"
 
 # The filter's [Init] parameters that Policy reads (the rest keep their defaults here).
@@ -98,8 +98,9 @@ POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
                   "insideifaces", "insideaddrs")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
-# Default logprefix: any prefix (including none) without "=", at most the kernel's 127 chars.
-ANY_PREFIX = r"[^=]{0,127}?"
+# Default logprefix: any prefix (including none) without "=", at most the kernel's 127 chars,
+# never ending in its own delimiter (": " or " " before IN=): the shortest split, read greedily.
+ANY_PREFIX = r"(?:[^=:\s]|:(?!\s?IN=)|\s(?!IN=)){0,127}"
 # Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
 ANY_PROTOCOL = r"\w+"
 PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
