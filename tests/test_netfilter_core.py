@@ -133,7 +133,9 @@ def test_policy_rejects_bad_parameters():
 POLICIES = [dict(), dict(direction="out"), dict(direction="any"), dict(mode="aggressive"),
             dict(logprefix="FINAL_REJECT"), dict(logprefix=r"\[UFW BLOCK\]"),
             dict(direction="out", logprefix="UNKNOWN_OUTGOING"), dict(protocols="47"),
-            dict(direction="any", protocols="TCP|ICMPv6|50")]
+            dict(direction="any", protocols="TCP|ICMPv6|50"),
+            dict(insideifaces="eth1|eth2|docker[0-9]+"), dict(direction="any", insideifaces="br0|veth\\w+"),
+            dict(insideaddrs=r"192\.168\.|2001:0db8:ffff:"), dict(direction="out", insideaddrs=r"203\.0\.113\.")]
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
