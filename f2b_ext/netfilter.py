@@ -98,9 +98,9 @@ POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
                   "insideifaces", "insideaddrs")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
-# Default logprefix: any prefix (including none) without "=", at most the kernel's 127 chars,
-# never ending in its own delimiter (": " or " " before IN=): the shortest split, read greedily.
-ANY_PREFIX = r"(?:[^=:\s]|:(?!\s?IN=)|\s(?!IN=)){0,127}"
+# Default logprefix: any prefix (including none) without "=", never ending in its own
+# delimiter (": " or " " before IN=): the shortest split, read as runs (no lazy retries).
+ANY_PREFIX = r"[^=:\s]*(?:(?::(?!\s?IN=)|\s(?!IN=))[^=:\s]*)*"
 # Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
 ANY_PROTOCOL = r"\w+"
 PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
