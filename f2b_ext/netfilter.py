@@ -6,9 +6,10 @@ How it works
 fixed grammar of the kernel's `net/netfilter/nf_log_syslog.c` (iptables/ip6tables `-j LOG`,
 nftables `log`): `<prefix>IN= OUT= [PHYSIN= PHYSOUT=] [MAC...] SRC= DST= <ip fields>
 PROTO=...` (older kernels: `IN= [PHYSIN=] OUT= [PHYSOUT=]`). Numbers are ASCII digits
-(at most 10, 32 bits) and addresses are in the kernel's own notation only. The parser walks that grammar token by token and never looks inside the
-bracketed packet that ICMP errors embed, so a `SRC=` there can never be mistaken for the
-sender. It returns a `Record` (plain data) or None.
+(at most 10: 32 bits) and addresses are read in the kernel's own notation only. The
+parser walks that grammar token by token and never looks inside the bracketed packet
+that ICMP errors embed, so a `SRC=` there can never be mistaken for the sender. It
+returns a `Record` (plain data) or None.
 
 `classify()` applies the rule tables below to a `Record` and a `Policy` (the filter's
 parameters) and returns a `Verdict`: is it an attempt, who is the remote, and why.
@@ -98,9 +99,10 @@ POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
                   "insideifaces", "insideaddrs")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
-# Default logprefix: any prefix (including none) without "=", never ending in its own
-# delimiter (": " or " " before IN=): the shortest split, read as runs (no lazy retries).
-ANY_PREFIX = r"[^=:\s]*(?:(?::(?!\s?IN=)|\s(?!IN=))[^=:\s]*)*"
+# Default logprefix: any prefix (including none) without "=", at most the kernel's 127
+# chars, never ending in its own delimiter (": " or " " before IN=): the shortest split,
+# read greedily (no lazy retries).
+ANY_PREFIX = r"(?:[^=:\s]|:(?!\s?IN=)|\s(?!IN=)){0,127}"
 # Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
 ANY_PROTOCOL = r"\w+"
 PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
@@ -206,7 +208,7 @@ INSIDE = "inside"                    # this host, its own client or transit, by 
 NEVER = "never banned"               # loopback, link-local, IPv4-embedding, unspecified
 TO_MANY = "multicast/broadcast"
 NOT_READ = "not read"                # other direction or protocol than the filter reads
-OTHER = "other"                      # housekeeping, truncated headers, nobody to ban
+OTHER = "other"                      # housekeeping, fragments without a header, nobody to ban
 NOT_NETFILTER = "not netfilter"
 
 
@@ -488,7 +490,7 @@ def _not_to_us_alone(rec: Record) -> Optional[str]:
 
 def _tcp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.flags is None:
-        return OTHER, "TCP header not logged (fragment or truncated)"
+        return OTHER, "TCP header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     if rec.direction == "out":
         if TCP_OPEN_FLAG in rec.flags and not rec.flags & TCP_ANSWER_FLAGS:
             return ATTEMPT, "new outbound TCP connection"
@@ -506,7 +508,7 @@ def _tcp(rec: Record, policy: Policy) -> tuple[str, str]:
 
 def _udp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.spt is None:
-        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     if rec.spt in policy.reply_ports:
         name = DEFAULT_REPLY_PORTS.get(rec.spt, "reply")
         return REPLY_PORT, f"reply port: UDP from port {rec.spt} ({name}) is a late reply or reflection"
@@ -517,7 +519,7 @@ def _icmp(rec: Record, policy: Policy) -> tuple[str, str]:
     requests, names = (ICMP_REQUESTS, ICMP_NAMES) if rec.proto == "ICMP" \
         else (ICMPV6_REQUESTS, ICMPV6_NAMES)
     if rec.icmp_type is None:
-        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     name = names.get(rec.icmp_type, f"type {rec.icmp_type}")
     if rec.icmp_type in requests:
         return ATTEMPT, f"{rec.proto} {name}"
@@ -617,4 +619,8 @@ def judge_line(line: str, policy: Policy = Policy()) -> Verdict:
     split = kernel_message(line)
     if split is None:
         return Verdict(False, "not a kernel line", kind=NOT_NETFILTER)
-    return classify(parse_message(split[1], policy.logprefix), policy)
+    verdict = classify(parse_message(split[1], policy.logprefix), policy)
+    if verdict.kind == NOT_NETFILTER and "IN=" in split[1] and "SRC=" in split[1]:
+        return Verdict(False, "not a record the kernel prints (an address or number not in its "
+                              "notation, a field out of place, or another LOG prefix)", kind=NOT_NETFILTER)
+    return verdict
