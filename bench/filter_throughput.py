@@ -21,6 +21,7 @@ import argparse
 import ipaddress
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def fail2ban_regex(confdir: Path, log: Path, flt: str, raw: bool = True) -> tupl
     return took, [m.group(1).replace(",", "")] if m else []
 
 
-def summary_mode(confdir: Path, logs: dict, repeat: int) -> None:
+def summary_mode(confdir: Path, logs: dict, repeat: int, compare: bool = False) -> None:
     """Both kernel mixes in fail2ban-regex's default summary mode: ours, naive, floor,
     interleaved so that machine noise hits all three alike; median of `repeat`."""
     print("fail2ban-regex in its default summary mode (no `--raw`), median of "
@@ -114,7 +115,7 @@ def summary_mode(confdir: Path, logs: dict, repeat: int) -> None:
     print("| log | filter | seconds | lines/s | vs naive | matched | above floor s | vs naive above floor |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mix, (path, n) in logs.items():
-        times = {f: [] for f in ("netfilter", "naive", "floor")}
+        times = {f: [] for f in ("netfilter", "naive", "floor") + (("compare",) if compare else ())}
         matched = {}
         for _ in range(repeat):
             for flt in times:
@@ -122,7 +123,10 @@ def summary_mode(confdir: Path, logs: dict, repeat: int) -> None:
                 times[flt].append(secs)
                 matched[flt] = m[0] if m else "?"
         med = {f: statistics.median(t) for f, t in times.items()}
-        for flt, name in (("netfilter", "netfilter.conf"), ("naive", "naive `.*SRC=<HOST>`"), ("floor", "floor (matches nothing)")):
+        names = (("netfilter", "netfilter.conf"), ("naive", "naive `.*SRC=<HOST>`"), ("floor", "floor (matches nothing)"))
+        if compare:
+            names += (("compare", "`--compare` filter"),)
+        for flt, name in names:
             above = med[flt] - med["floor"]
             ratio = (med["naive"] - med["floor"]) / above if flt != "floor" and above > 0 else float("nan")
             print(f"| {mix} | {name} | {med[flt]:.2f} | {n / med[flt]:,.0f} | {med['naive'] / med[flt]:.2f}x | "
@@ -190,6 +194,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--compare", metavar="FILTER.conf",
+                    help="another netfilter.conf (e.g. an earlier version: git show REV:filter.d/netfilter.conf) "
+                         "run in the same summary-mode rounds")
     ap.add_argument("--summary-only", action="store_true",
                     help="only the summary-mode table (both mixes, ours/naive/floor)")
     args = ap.parse_args()
@@ -199,7 +206,8 @@ def main() -> int:
         confdir = config_dir(tmp / "conf")
         (confdir / "filter.d" / "naive.conf").write_text(NAIVE)
         (confdir / "filter.d" / "floor.conf").write_text(FLOOR)
-        import shutil
+        if args.compare:
+            shutil.copy2(args.compare, confdir / "filter.d" / "compare.conf")
         shutil.copy2("/etc/fail2ban/filter.d/sshd.conf", confdir / "filter.d" / "sshd.conf")
         klines = kernel_log(args.lines, rng)
         klog, slog = tmp / "kern.log", tmp / "auth.log"
@@ -213,7 +221,7 @@ def main() -> int:
 
         ensure_utc()
         summary_mode(confdir, {"captured-sample mix": (klog, args.lines),
-                               "attack-heavy mix": (alog, args.lines)}, args.repeat)
+                               "attack-heavy mix": (alog, args.lines)}, args.repeat, bool(args.compare))
         truth = [nf.judge_line(line) for line in alines]
         secs, ours_ips = fail2ban_regex(confdir, alog, "netfilter")
         want = [str(v.remote) for v in truth if v.attempt]
