@@ -104,7 +104,7 @@ def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
 
 # -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
 KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
-               "SRC={src} DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
+               "SRC={src} DST={dst} LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
 TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
          "ICMP": " TYPE=8 CODE=0 ID=1 SEQ=1", "47": ""}
 
@@ -133,8 +133,10 @@ def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
     import ipaddress
     import time
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
-    src = ipaddress.ip_address(src).exploded if ":" in src else src     # the kernel's %pI6
-    return KERNEL_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])
+    # as the kernel prints them: %pI6 expanded, both addresses of one family
+    src, dst = (ipaddress.ip_address(src).exploded, ipaddress.ip_address("2001:db8::1").exploded) \
+        if ":" in src else (src, "192.0.2.1")
+    return KERNEL_LINE.format(stamp=stamp, src=src, dst=dst, proto=proto, tail=TAILS[proto])
 
 
 # -- what a set action (nftset, ipset-net) is handed by fail2ban --
