@@ -27,7 +27,7 @@ deps:
 $(STAMP): setup.cfg pyproject.toml | deps
 	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,fleet]'
 	@# setuptools' editable finder runs after sys.path, so a copy that `f2b-ext install` put
 	@# into /usr/local/lib/python3*/dist-packages would win; a .pth puts the checkout first.
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/00-f2b-ext-checkout.pth"
