@@ -402,7 +402,7 @@ class FleetEscalator:
         if min_servers < 1:
             raise ValueError("min_servers: at least 1")
         self.escalator, self.min_servers = escalator, min_servers
-        self._hosts: dict = {}                   # (family, address) -> {origin: time}
+        self._hosts: dict = {}                   # (family, first-rung prefix) -> {address: {origin: time}}
         self._observed = 0
 
     def observe(self, ev: Event) -> list[FleetCandidate]:
@@ -411,7 +411,7 @@ class FleetEscalator:
         if ev.kind != "ban" or not ev.is_host:
             return []
         fam, addr = ev.target.version, int(ev.target.network_address)
-        self._hosts.setdefault((fam, addr), {})[ev.origin] = ev.at
+        self._bucket(fam, addr).setdefault(addr, {})[ev.origin] = ev.at
         self._observed += 1
         if self._observed % 4096 == 0:
             self._prune(ev.at)
@@ -422,20 +422,36 @@ class FleetEscalator:
                 out.append(FleetCandidate(cand.net, reporters, cand))
         return out
 
+    def _shift(self, fam: int) -> int:
+        rungs = self.escalator.ladder.rungs.get(fam) or ((HOST_PREFIX[fam],),)
+        return HOST_PREFIX[fam] - rungs[0][0]
+
+    def _bucket(self, fam: int, addr: int) -> dict:
+        """Hosts reported inside the first rung's prefix (/24, /64) holding addr."""
+        return self._hosts.setdefault((fam, addr >> self._shift(fam)), {})
+
     def reporters(self, net: Network, now: float) -> tuple:
         """Servers that reported hosts inside `net` within the window."""
         since = now - self.escalator.window
+        fam, shift = net.version, self._shift(net.version)
         lo, hi = int(net.network_address), int(net.broadcast_address)
+        keys = [(fam, lo >> shift)] if HOST_PREFIX[fam] - net.prefixlen <= shift else \
+            [k for k in self._hosts if k[0] == fam and lo >> shift <= k[1] <= hi >> shift]
         found = set()
-        for (fam, addr), origins in self._hosts.items():
-            if fam == net.version and lo <= addr <= hi:
-                found |= {o for o, t in origins.items() if t >= since}
+        for key in keys:
+            for addr, origins in self._hosts.get(key, {}).items():
+                if lo <= addr <= hi:
+                    found |= {o for o, t in origins.items() if t >= since}
         return tuple(sorted(found))
 
     def _prune(self, now: float):
         since = now - self.escalator.window
-        for key in [k for k, o in self._hosts.items() if max(o.values()) < since]:
-            del self._hosts[key]
+        for key in list(self._hosts):
+            bucket = self._hosts[key]
+            for addr in [a for a, o in bucket.items() if max(o.values()) < since]:
+                del bucket[addr]
+            if not bucket:
+                del self._hosts[key]
 
     def supports(self, net: Network, now: float) -> Optional[str]:
         """None if our own view backs a fleet ban of `net`, else why not."""

@@ -310,3 +310,14 @@ def test_decision_round_trip_and_hostile_decisions():
         with pytest.raises(EventError):
             FleetDecision.parse(bad)
     assert fleet.decision_key(ipaddress.ip_network("2001:db8::/64")) == "2001-db8--_64"
+
+
+def test_reporters_of_a_wider_and_a_narrower_prefix():
+    fe = fleet_escalator()
+    fe.observe(ev(origin=A, target="203.0.113.1", id="1"))
+    fe.observe(ev(origin=B, target="203.0.113.200", id="2"))
+    fe.observe(ev(origin=C, target="203.0.112.5", id="3"))
+    assert fe.reporters(ipaddress.ip_network("203.0.113.0/24"), NOW) == (A, B)
+    assert fe.reporters(ipaddress.ip_network("203.0.113.0/25"), NOW) == (A,)
+    assert fe.reporters(ipaddress.ip_network("203.0.0.0/16"), NOW) == (A, B, C)
+    assert fe.reporters(ipaddress.ip_network("203.0.113.0/24"), NOW + 3601) == ()
