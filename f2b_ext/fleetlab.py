@@ -257,15 +257,16 @@ def _publish_main(conf: str, job: str):
         errors.append(str(exc))
 
     async def publisher(items, url):
-        nc = await nats.connect(servers=[url], user=cfg.user, password=cfg.password,
+        nc = await nats.connect(servers=[url] + [u for u in cfg.nats if u != url], dont_randomize=True,
+                                user=cfg.user, password=cfg.password,
                                 tls=ssl.create_default_context(cafile=cfg.ca) if cfg.ca else None,
-                                error_cb=err_cb, max_reconnect_attempts=5, reconnect_time_wait=0.5)
+                                error_cb=err_cb, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         js = nc.jetstream(timeout=spec["timeout"])
         acked = 0
 
         async def one(subject, payload):
             nonlocal acked
-            tries = 5 if spec["connections"] > 1 else 1      # the benchmark retries; the tests see refusals
+            tries = 60 if spec["connections"] > 1 else 1     # the benchmark retries; the tests see refusals
             for attempt in range(tries):
                 try:
                     await js.publish(subject, payload.encode(), headers={"Nats-Msg-Id": json.loads(payload)["id"]})
@@ -273,7 +274,7 @@ def _publish_main(conf: str, job: str):
                     return
                 except Exception as exc:
                     last = exc
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.5)
             errors.append(f"{type(last).__name__}: {last}")
         for i in range(0, len(items), 100):
             await asyncio.gather(*(one(s, p) for s, p in items[i:i + 100]))
