@@ -50,7 +50,7 @@ MAX_BAN = 366 * 86400            # no event may announce a ban longer than a yea
 CLOCK_SKEW = 300                 # seconds an event's time may be ahead of ours
 
 KINDS = ("ban", "unban")
-EVIDENCE = ("proven", "forgeable")
+EVIDENCE = ("proven", "outbound", "forgeable")      # f2b_ext/evidence.py's kinds
 DIRECTIONS = ("in", "out")
 SERVER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")     # one NATS subject token
 JAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -83,7 +83,7 @@ def subject_owner(subject: str) -> Optional[str]:
 class Event:
     kind: str                    # ban | unban
     target: Network              # a host is a /32 (/128)
-    evidence: str                # proven | forgeable
+    evidence: str                # proven | outbound | forgeable
     proto: Optional[str]
     direction: Optional[str]
     jail: str
@@ -112,10 +112,10 @@ def make_event(kind: str, target: str, origin: str, jail: str, at: float, end: f
                proto: Optional[str] = None, direction: Optional[str] = None,
                evidence: Optional[str] = None, seq: int = 0) -> Event:
     """An event for the local server to publish; validated like a received one.
-    `evidence` defaults from the protocol and direction (escalation.forgeable)."""
-    from .escalation import forgeable
+    `evidence` defaults from the protocol and direction (evidence.classify)."""
+    from .evidence import classify
     if evidence is None:
-        evidence = "forgeable" if forgeable(proto, direction) else "proven"
+        evidence = classify(proto, direction).label
     d = (direction or "").lower() or None
     ev_id = f"{origin}:{seq}:{int(at * 1000)}"
     raw = json.dumps({"v": SCHEMA, "kind": kind, "target": target, "evidence": evidence,
@@ -147,7 +147,7 @@ def parse_event(data: bytes, subject: str, now: float) -> Event:
     if obj["kind"] not in KINDS:
         raise EventError(f"kind {obj['kind'][:20]!r}: not ban or unban")
     if obj["evidence"] not in EVIDENCE:
-        raise EventError(f"evidence {obj['evidence'][:20]!r}: not proven or forgeable")
+        raise EventError(f"evidence {obj['evidence'][:20]!r}: not proven, outbound or forgeable")
     if obj["dir"] is not None and obj["dir"] not in DIRECTIONS:
         raise EventError(f"dir {obj['dir'][:20]!r}: not in or out")
     if obj["proto"] is not None and not PROTO_RE.fullmatch(obj["proto"]):

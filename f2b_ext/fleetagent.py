@@ -51,11 +51,12 @@ DEFAULT_STATUS = "/run/f2b-ext/fleet-status.json"
 
 
 def local_protected() -> list[str]:
-    """This server's addresses that no fleet server may ever ban. For now its own
-    interface addresses (f2b_ext.host.own_addresses); the dependency gatherer (gateway,
-    resolvers, peers) plugs in here when it lands."""
-    from .host import own_addresses
-    return own_addresses()
+    """What no fleet server may ever ban because this server depends on it: its own
+    addresses, gateways, IPv6 routers, resolvers and NTP servers given as addresses
+    (f2b_ext.host.gather(), issue 12's gatherer). Peers (remotes of open connections)
+    are not published: they change by the second and include whoever connected."""
+    from .host import gather
+    return sorted({str(d.net) for d in gather().found})
 
 
 @dataclass

@@ -44,9 +44,12 @@ def test_round_trip():
 
 
 def test_make_event_derives_evidence():
-    assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60, proto="TCP", direction="IN").evidence == "proven"
+    """evidence.classify's kinds: an inbound LOG line is forgeable whatever its protocol,
+    an outbound one is outbound, an application's log (no captures) proven."""
+    assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60, proto="TCP", direction="IN").evidence == "forgeable"
     assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60, proto="UDP").evidence == "forgeable"
-    assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60, proto="UDP", direction="OUT").evidence == "proven"
+    assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60, proto="UDP", direction="OUT").evidence == "outbound"
+    assert make_event("ban", "203.0.113.7", A, "j", NOW, NOW + 60).evidence == "proven"
 
 
 HOSTILE = [
