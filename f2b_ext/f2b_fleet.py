@@ -96,6 +96,13 @@ class FleetAction(ActionBase):
             return                 # it ended on time: every receiver knows the end already
         self._append("unban", aInfo)
 
+    def flush(self):
+        """fail2ban stops, or an admin's `unban --all`: nothing to send. Without this,
+        fail2ban would unban every ticket through unban() on each stop, and a restart
+        would lift this server's reports fleet-wide. (So `unban --all` does not
+        propagate; `unbanip` does.)"""
+        return True
+
     # -- the inbox: called by the agent over fail2ban's socket --
     def remotebans(self, bans=()):
         """bans: [[address or prefix, until (epoch), origin], ...]; returns how many were queued."""

@@ -65,6 +65,17 @@ def test_an_admin_unban_on_a_propagates(lab):
     assert "203.0.113.7" not in lab.f2b["b"].bans("f2b-ext-fleet")
 
 
+def test_a_restart_of_fail2ban_on_a_lifts_nothing_elsewhere(lab):
+    lab.f2b["a"].append(kernel_line("203.0.113.8"))
+    assert wait(lambda: all("203.0.113.8" in lab.kernel_set(n) for n in "bc"))
+    lab.f2b["a"].stop()                     # fail2ban unbans everything it holds on stop
+    lab.f2b["a"].start(timeout=60, jail="f2b-ext-fleet")
+    assert wait(lambda: "203.0.113.8" in lab.kernel_set("a", "local"))     # restored on A
+    time.sleep(3)
+    assert all("203.0.113.8" in lab.kernel_set(n) for n in "bc")
+    assert lab.status("b")["verdicts"].get("unban", 0) == 1               # only the admin's, above
+
+
 def test_c_cannot_publish_under_a_subject(lab):
     from f2b_ext.fleetlab import publish_as
     r = publish_as(lab, "c", "f2bx.bans.a", [event("a", "203.0.113.66")])
