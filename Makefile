@@ -57,6 +57,7 @@ bench: venv
 	$(PY) bench/ban_throughput.py
 	$(PY) bench/report_throughput.py
 	$(PY) bench/synwatch_cost.py
+	$(PY) bench/fleet_propagation.py
 
 # Regenerate tests/samples/netfilter-captured from the real kernel (root).
 samples: venv

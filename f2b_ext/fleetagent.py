@@ -262,9 +262,11 @@ class Agent:
                 log.warning("fleet: fetch failed (%s)", exc)
                 await asyncio.sleep(0.5)
                 continue
+            undo: list = []
             try:
-                await self._handle(msgs)
+                await self._handle(msgs, undo)
             except Exception as exc:             # fail2ban did not take the batch: redeliver
+                self._undo(undo)
                 log.warning("fleet: batch of %d not applied (%s); it will be redelivered", len(msgs), exc)
                 for m in msgs:
                     await m.nak(delay=1)
@@ -273,8 +275,20 @@ class Agent:
             for m in msgs:
                 await m.ack()
 
-    async def _handle(self, msgs):
+    def _undo(self, undo: list):
+        """Put the ledger back as it was before a batch fail2ban did not take, so its
+        redelivery is applied, not taken for a duplicate."""
+        ledger = self.receiver.ledger
+        for target, reports, applied in reversed(undo):
+            for table, old in ((ledger.reports, reports), (ledger.applied, applied)):
+                if old is None:
+                    table.pop(target, None)
+                else:
+                    table[target] = old
+
+    async def _handle(self, msgs, undo: list):
         now = time.time()
+        ledger = self.receiver.ledger
         bans, unbans, candidates = [], [], []
         for m in msgs:
             try:
@@ -284,6 +298,8 @@ class Agent:
                 log.warning("fleet: refused an event on %s: %s", m.subject[:80], exc)
                 continue
             self.seen[ev.origin] = (ev.at, now - ev.at)
+            old = ledger.reports.get(ev.target)
+            undo.append((ev.target, dict(old) if old is not None else None, ledger.applied.get(ev.target)))
             d = self.receiver.decide(ev, now)
             self.verdicts[d.verdict] += 1
             for q in self.receiver.ratelimit.newly_quarantined:

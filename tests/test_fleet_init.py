@@ -84,3 +84,39 @@ def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):
 def test_cli_errors_are_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
+    """The agent's ledger is rolled back when fail2ban refuses a batch, so the
+    redelivered events are applied, not taken for duplicates."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+    from f2b_ext.fleet import make_event
+    from f2b_ext.fleetagent import Agent
+
+    class Inbox:
+        def __init__(self):
+            self.fail, self.got = True, []
+
+        def ban(self, items):
+            if self.fail:
+                raise RuntimeError("fail2ban is restarting")
+            self.got += items
+
+    inbox = Inbox()
+    cfg = AgentConfig(server="b", nats=["tls://198.18.0.2:4222"], spool=str(tmp_path / "spool"),
+                      status=str(tmp_path / "status"), bogons="none")
+    agent = Agent(cfg, inbox=inbox)
+    now = time.time()
+    ev = make_event("ban", "203.0.113.7", "a", "j", now, now + 600, proto="TCP")
+    msgs = [SimpleNamespace(data=ev.to_json(), subject="f2bx.bans.a")]
+    undo = []
+    with pytest.raises(RuntimeError):
+        asyncio.run(agent._handle(msgs, undo))
+    agent._undo(undo)
+    inbox.fail = False
+    asyncio.run(agent._handle(msgs, []))
+    assert [i[0] for i in inbox.got] == ["203.0.113.7"]
+    asyncio.run(agent._handle(msgs, []))           # a real duplicate now
+    assert len(inbox.got) == 1
