@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 from . import fleetinit, nftset
-from .f2b_server import Fail2banServer
-from .f2b_filter import PROJECT_DIR
+from .f2b_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
 from .lab import sh, until
 
 NAMES = ("a", "b", "c")
