@@ -31,11 +31,30 @@ class IpsetNetAction(SetAction):
         return ipset.rules(self._jailname, self.direction, self.blocktype)
 
     # -- the backend --
+    def _probe(self):
+        rc, err = self._run("ipset", "list", "-n")
+        if rc != 0:
+            raise BackendError(f"ipset: {err or rc}")
+
+    def _stale_rules(self):
+        """Rules of another direction or blocktype a previous run left (kept across a
+        restart)."""
+        mine = {tuple(r) for _, r in self._rules()}
+        for direction in ipset.CHAINS:
+            for blocktype in ipset.TARGETS:
+                for tool, rule in ipset.rules(self._jailname, direction, blocktype):
+                    if tuple(rule) not in mine:
+                        yield tool, rule
+
     def _setup(self):
         rc, err = self._run("ipset", "-exist", "restore", input=ipset.create_script(self._jailname))
         if rc != 0:
             raise BackendError(f"ipset: {err}")
-        for tool, rule in self._rules():
+        for tool, rule in self._stale_rules():
+            while self._run(tool, "-w", "-C", *rule)[0] == 0:
+                if self._run(tool, "-w", "-D", *rule)[0] != 0:
+                    break
+        for tool, rule in reversed(self._rules()):     # inserted at 1: keep their order
             if self._run(tool, "-w", "-C", *rule)[0] != 0:
                 rc, err = self._run(tool, "-w", "-I", rule[0], "1", *rule[1:])
                 if rc != 0:
@@ -69,6 +88,21 @@ class IpsetNetAction(SetAction):
             if rc != 0:
                 self._logSys.warning("ipset-net: flush: %s", err)
         return all(rc == 0 for rc, _ in results)
+
+    def _as_kernel(self, left):
+        return left if left is None else min(left, ipset.MAX_TIMEOUT)
+
+    def _held(self) -> dict:
+        held = {}
+        for fam in (4, 6):
+            try:
+                proc = subprocess.run(["ipset", "save", ipset.set_name(self._jailname, fam)],
+                                      capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise BackendError(f"ipset save: {exc}") from None
+            if proc.returncode == 0:
+                held.update(ipset.parse_save(proc.stdout))
+        return held
 
     def _intact(self) -> bool:
         """Both sets exist and every rule is in place."""

@@ -2,13 +2,36 @@
 
 How it works: libnftables (Debian's python3-nftables) runs in fail2ban-server's own
 process and network namespace: no process per ban. When and what to write (batching,
-repair, watchdog, unban-all) is f2b_ext.f2b_setaction's business; the nft text is
-f2b_ext.nftset's. This module runs that text and reads the answers.
+the invariant, repair, watchdog, unban-all) is f2b_ext.f2b_setaction's business; the
+nft text is f2b_ext.nftset's. This module runs that text and reads the answers (the
+kernel's elements as JSON).
 """
 from __future__ import annotations
 
+import ipaddress
+import json
+
 from . import nftset
 from .f2b_setaction import BackendError, SetAction
+
+
+def elements(listing: dict) -> dict:
+    """{network: seconds left or None} from `nft -j list set`'s answer (pure)."""
+    held = {}
+    for item in listing.get("nftables", ()):
+        for elem in item.get("set", {}).get("elem", ()):
+            left = None
+            if isinstance(elem, dict) and "elem" in elem:
+                left = elem["elem"].get("expires", elem["elem"].get("timeout"))
+                elem = elem["elem"]["val"]
+            if isinstance(elem, dict) and "prefix" in elem:
+                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
+            elif isinstance(elem, str):
+                net = ipaddress.ip_network(elem, strict=False)
+            else:                       # a range: never written by this action
+                continue
+            held[net] = None if left is None else float(left)
+    return held
 
 
 class NftSetAction(SetAction):
@@ -21,17 +44,39 @@ class NftSetAction(SetAction):
         self._prefix_sets: set[str] = set()
 
     # -- nft --
-    def _cmd(self, script: str) -> tuple[int, str, str]:
+    def _cmd(self, script: str, output: str = "text") -> tuple[int, str, str]:
+        """Run nft text; `output`: text, json, or terse (json without set elements)."""
         if self._nft is None:
-            from nftables import Nftables
-            self._nft = Nftables()
-        rc, out, err = self._nft.cmd(script)
+            try:
+                from nftables import Nftables
+            except ImportError as exc:
+                raise BackendError(f"python3-nftables is not installed ({exc})") from None
+            self._nft = {"text": Nftables(), "json": Nftables(), "terse": Nftables()}
+            for kind in ("json", "terse"):
+                self._nft[kind].set_json_output(True)
+            self._nft["terse"].set_terse_output(True)
+        rc, out, err = self._nft[output].cmd(script)
         return rc, out, err.strip()
 
     def _set_names(self) -> set[str]:
         return {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets
 
     # -- the backend --
+    def _probe(self):
+        rc, _, err = self._cmd("list tables")
+        if rc != 0:
+            raise BackendError(f"nft list tables: {err or rc}")
+
+    def _adopt(self):
+        """The prefix sets a previous run left (kill -9, restart): they get their rules
+        in setup's transaction."""
+        rc, out, _ = self._cmd(f"list sets table {nftset.TABLE}", output="terse")
+        if rc == 0:
+            for item in json.loads(out).get("nftables", ()):
+                name = item.get("set", {}).get("name", "")
+                if nftset.is_prefix_set_of(self._jailname, name):
+                    self._prefix_sets.add(name)
+
     def _setup(self):
         rc, _, err = self._cmd(nftset.setup_script(self._jailname, self.direction, self.blocktype, self._prefix_sets))
         if rc != 0:
@@ -46,17 +91,31 @@ class NftSetAction(SetAction):
         if rc == 0 and "chain " not in out and "set " not in out:
             self._cmd(f"delete table {nftset.TABLE}")
 
-    def _write(self, entries) -> bool:
+    def _new_sets(self, entries) -> list[str]:
         script = []
         for net, _ in entries:
             name = nftset.set_name(self._jailname, net)
             if nftset.is_prefix(net) and name not in self._prefix_sets:
                 self._prefix_sets.add(name)
                 script.append(nftset.new_prefix_set_script(self._jailname, name, self.direction, self.blocktype))
-        script.append(nftset.add_elements_script(self._jailname, entries))
+        return script
+
+    def _write(self, entries) -> bool:
+        script = self._new_sets(entries) + [nftset.add_elements_script(self._jailname, entries)]
         rc, _, err = self._cmd("\n".join(script))
         if rc != 0:
             self._logSys.warning("nftset: %s", err.splitlines()[0] if err else rc)
+        return rc == 0
+
+    def _replace(self, entries) -> bool:
+        """New timeouts: delete and add in one transaction (no moment without the ban);
+        an element that is gone meanwhile is simply added."""
+        held = self._held()
+        deletes = [nftset.delete_element_script(self._jailname, net) for net, _ in entries if net in held]
+        script = self._new_sets(entries) + deletes + [nftset.add_elements_script(self._jailname, entries)]
+        rc, _, err = self._cmd("\n".join(script))
+        if rc != 0:
+            self._logSys.warning("nftset: retime: %s", err.splitlines()[0] if err else rc)
         return rc == 0
 
     def _delete(self, net):
@@ -71,9 +130,19 @@ class NftSetAction(SetAction):
         return rc == 0
 
     def _intact(self) -> bool:
-        """The jail's first chain still holds its host-set rule (a `flush ruleset`
+        """Every chain of the jail holds the rule of every set (a `flush ruleset`
         removes the table, a `flush chain` the rules)."""
         key = nftset.jail_key(self._jailname)
-        hook = nftset.HOOKS[self.direction][0][0]
-        rc, out, _ = self._cmd(f"list chain {nftset.TABLE} {key}_{hook}")
-        return rc == 0 and f"@{key}_h4 " in out
+        for hook, _ in nftset.HOOKS[self.direction]:
+            rc, out, _ = self._cmd(f"list chain {nftset.TABLE} {key}_{hook}")
+            if rc != 0 or any(f"@{name} " not in out for name in self._set_names()):
+                return False
+        return True
+
+    def _held(self) -> dict:
+        held = {}
+        for name in sorted(self._set_names()):
+            rc, out, err = self._cmd(f"list set {nftset.TABLE} {name}", output="json")
+            if rc == 0:
+                held.update(elements(json.loads(out)))
+        return held

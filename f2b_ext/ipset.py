@@ -36,11 +36,19 @@ def validate(direction: str, blocktype: str):
         raise ValueError(f"blocktype: {blocktype!r} must be 'drop' or 'reject'")
 
 
+# ICMPv6 neighbour discovery (types 133-137, RFC 4861) is never dropped, even from or to
+# a banned neighbour: the IPv6 rules match everything but ICMPv6, and ICMPv6 of every
+# other type (one icmp6 match per type: iptables cannot negate a list).
+ND_TYPES = (133, 134, 135, 136, 137)
+
+
 def set_name(jail: str, family: int) -> str:
-    key = re.sub(r"[^A-Za-z0-9_.-]", "_", jail)
-    name = f"f2bx-{key}-{family}"
-    if len(name) <= SET_NAME_MAX:
+    """f2bx-<jail>-<family>; a name ipset cannot hold as it is (too long, other
+    characters) is shortened and gets a hash of the exact name, so names never collide."""
+    name = f"f2bx-{jail}-{family}"
+    if len(name) <= SET_NAME_MAX and re.fullmatch(r"[A-Za-z0-9_.-]+", jail):
         return name
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", jail)
     digest = hashlib.sha1(jail.encode()).hexdigest()[:6]
     room = SET_NAME_MAX - len(f"f2bx--{family}") - len(digest) - 1
     return f"f2bx-{key[:room]}_{digest}-{family}"
@@ -82,7 +90,27 @@ def rules(jail: str, direction: str, blocktype: str) -> list[tuple[str, list[str
     -C/-I/-D."""
     validate(direction, blocktype)
     out = []
+    not_nd = [arg for t in ND_TYPES for arg in ("-m", "icmp6", "!", "--icmpv6-type", str(t))]
     for fam in (4, 6):
         for chain, end in CHAINS[direction]:
-            out.append((TOOLS[fam], [chain, "-m", "set", "--match-set", set_name(jail, fam), end, *TARGETS[blocktype]]))
+            match = [chain, "-m", "set", "--match-set", set_name(jail, fam), end]
+            if fam == 4:
+                out.append((TOOLS[fam], [*match, *TARGETS[blocktype]]))
+            else:
+                out.append((TOOLS[fam], [*match, "!", "-p", "ipv6-icmp", *TARGETS[blocktype]]))
+                out.append((TOOLS[fam], [*match, "-p", "ipv6-icmp", *not_nd, *TARGETS[blocktype]]))
     return out
+
+
+def parse_save(text: str) -> dict:
+    """{network: seconds left or None} from `ipset save SET` (timeout 0: permanent)."""
+    held = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "add":
+            left = None
+            if "timeout" in parts:
+                value = int(parts[parts.index("timeout") + 1])
+                left = float(value) if value else None
+            held[as_network(parts[2])] = left
+    return held

@@ -15,6 +15,7 @@ runs it. No I/O here.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Iterable, Optional
@@ -28,12 +29,26 @@ MATCH = {4: "ip", 6: "ip6"}
 HOOKS = {"in": (("input", "saddr"), ("forward", "saddr")),
          "out": (("output", "daddr"), ("forward", "daddr"))}
 PRIORITY = -5          # before the usual filter chains (priority 0)
+# ICMPv6 neighbour discovery (RFC 4861 types 133-137: router solicitation and
+# advertisement, neighbour solicitation and advertisement, redirect) is never dropped by
+# a jail's chain, even from or to a banned neighbour: without it the link itself breaks
+# (the server could not even answer its gateway). Accepting here only ends this chain;
+# the admin's own chains still decide.
+ND_TYPES = {133: "nd-router-solicit", 134: "nd-router-advert", 135: "nd-neighbor-solicit",
+            136: "nd-neighbor-advert", 137: "nd-redirect"}
+# Jail names kept as they are (hyphens become underscores): letters, digits, single
+# hyphens between them. Such a key never holds "__", so every other name (one with "_",
+# "--", a leading digit ...) gets "__" and a hash of the exact name: `a-b` and `a_b`
+# never share sets.
+PLAIN_JAIL = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*")
 
 
 def jail_key(jail: str) -> str:
-    """A jail name as an nft identifier."""
-    key = re.sub(r"[^A-Za-z0-9_]", "_", jail)
-    return key if key[:1].isalpha() else "j_" + key
+    """A jail name as an nft identifier, distinct for distinct names."""
+    if PLAIN_JAIL.fullmatch(jail):
+        return jail.replace("-", "_")
+    digest = hashlib.sha1(jail.encode()).hexdigest()[:8]
+    return "j" + re.sub(r"[^A-Za-z0-9]", "", jail)[:40] + "__" + digest
 
 
 def as_network(net) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -54,6 +69,11 @@ def set_name(jail: str, net) -> str:
 def is_prefix(net) -> bool:
     net = as_network(net)
     return net.prefixlen < HOST_PREFIX[net.version]
+
+
+def is_prefix_set_of(jail: str, name: str) -> bool:
+    """Is `name` one of this jail's prefix sets (<key>_n4_24 ...)?"""
+    return re.fullmatch(re.escape(jail_key(jail)) + r"_n[46]_\d{1,3}", name) is not None
 
 
 def prefix_set_family(name: str) -> int:
@@ -85,9 +105,16 @@ def setup_script(jail: str, direction: str = "in", verdict: str = "drop",
     validate(direction, verdict)
     key = jail_key(jail)
     lines = [f"add table {TABLE}"]
-    for hook, _ in HOOKS[direction]:
+    hooks = [hook for hook, _ in HOOKS[direction]]
+    # chains a previous run with the other direction left (kept across a restart)
+    for other in sorted({hook for pairs in HOOKS.values() for hook, _ in pairs} - set(hooks)):
+        lines += [f"add chain {TABLE} {key}_{other}", f"flush chain {TABLE} {key}_{other}",
+                  f"delete chain {TABLE} {key}_{other}"]
+    types = ", ".join(ND_TYPES.values())
+    for hook in hooks:
         lines.append(f"add chain {TABLE} {key}_{hook} {{ type filter hook {hook} priority {PRIORITY}; policy accept; }}")
         lines.append(f"flush chain {TABLE} {key}_{hook}")
+        lines.append(f"add rule {TABLE} {key}_{hook} icmpv6 type {{ {types} }} accept")
     for fam in (4, 6):
         name = f"{key}_h{fam}"
         lines.append(_set_decl(name, fam, interval=False))

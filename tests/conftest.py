@@ -146,14 +146,30 @@ class FakeJail:
     def __init__(self, name):
         from fail2ban.server.banmanager import BanManager
         self.name = name
-        self.actions = type("Actions", (), {"banManager": BanManager()})()
+        manager = BanManager()
+        self.actions = type("Actions", (), {"banManager": manager, "getBanTime": manager.getBanTime})()
 
-    def add_ban(self, ip: str, bantime: int = 600):
+    def add_ban(self, ip: str, bantime: int = 600, listed: bool = True, stored: bool = True):
+        """A ban in fail2ban's list (`listed`) and in its database (`stored`, when the
+        jail has one: use_database)."""
         from fail2ban.server.mytime import MyTime
         from fail2ban.server.ticket import BanTicket
         ticket = BanTicket(ip, MyTime.time())
         ticket.setBanTime(bantime)
-        self.actions.banManager.addBanTicket(ticket)
+        if listed:
+            self.actions.banManager.addBanTicket(ticket)
+        if stored and getattr(self, "database", None) is not None:
+            self.database.addBan(self, ticket)
+
+    def use_database(self, path):
+        """fail2ban's real database (sqlite) at `path`."""
+        from fail2ban.server.database import Fail2BanDb
+        self.database = Fail2BanDb(str(path))
+        self.database.addJail(self)
+        return self
+
+    def getMaxBanTime(self):           # what Fail2BanDb asks a jail
+        return -1
 
 
 def info(ip, bantime=600, when=None):

@@ -33,7 +33,12 @@ def test_elements_and_timeouts():
 def test_rules_per_direction():
     inbound = ipset.rules("j", "in", "drop")
     assert ("iptables", ["INPUT", "-m", "set", "--match-set", "f2bx-j-4", "src", "-j", "DROP"]) in inbound
-    assert ("ip6tables", ["FORWARD", "-m", "set", "--match-set", "f2bx-j-6", "src", "-j", "DROP"]) in inbound
+    # IPv6: everything but ICMPv6, and ICMPv6 but neighbour discovery (133-137)
+    v6 = [rule for tool, rule in inbound if tool == "ip6tables" and rule[0] == "FORWARD"]
+    assert v6[0] == ["FORWARD", "-m", "set", "--match-set", "f2bx-j-6", "src", "!", "-p", "ipv6-icmp", "-j", "DROP"]
+    assert v6[1][:8] == ["FORWARD", "-m", "set", "--match-set", "f2bx-j-6", "src", "-p", "ipv6-icmp"]
+    assert [int(v6[1][i + 1]) for i, a in enumerate(v6[1]) if a == "--icmpv6-type"] == [133, 134, 135, 136, 137]
+    assert v6[1].count("!") == 5 and v6[1][-2:] == ["-j", "DROP"]
     outbound = ipset.rules("j", "out", "reject")
     assert {rule[0] for _, rule in outbound} == {"OUTPUT", "FORWARD"} and all("dst" in r for _, r in outbound)
     for bad in (("up", "drop"), ("in", "tarpit")):
@@ -44,8 +49,10 @@ def test_rules_per_direction():
 def test_bad_parameters_name_themselves():
     from f2b_ext.f2b_ipset import IpsetNetAction
     for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(blocktype="tarpit"), "blocktype: 'tarpit'")):
-        with pytest.raises(ValueError, match=text):
-            IpsetNetAction(FakeJail("b"), "ipset-net", **kwargs)
+        act = IpsetNetAction(FakeJail("b"), "ipset-net", **kwargs)
+        assert text in act.fault
+        act.start()                       # refuses (and stops the jail): no kernel call
+        assert act._watchdog is None and act.applied == 0
 
 
 def listing(lab, name):
@@ -135,8 +142,10 @@ def test_rules_flushed_are_repaired_by_the_watchdog_and_flush_empties_the_sets(l
 def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft):
     lab, in_netns = lab_nft
     from f2b_ext.f2b_ipset import IpsetNetAction
+    jail = FakeJail("r")
+    jail.add_ban("203.0.113.66")                                # fail2ban lists a ban before any action sees it
     with in_netns(lab.server):
-        act = IpsetNetAction(FakeJail("r"), "ipset-net", batch="0", checkinterval="0")
+        act = IpsetNetAction(jail, "ipset-net", batch="0", checkinterval="0")
         act.start()
         act.ban(info("203.0.113.66"))
         act.reload(direction="out", blocktype="reject")
