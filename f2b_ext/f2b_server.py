@@ -46,6 +46,14 @@ class Fail2banServer:
             for stock in (self.conf / "jail.d").glob("*"):
                 stock.unlink()
             config_dir(self.conf)
+        self.as_nobody, self.netns = as_nobody and netns is None, netns
+        if self.as_nobody and not installed:
+            # `nobody` may not read the clone (say, under /root): it imports a copy of the
+            # package from the server's own dir instead
+            package = self.dir / "python"
+            shutil.copytree(PROJECT_DIR / "f2b_ext", package / "f2b_ext", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            self.pythonpath = str(package)
         self.log = self.dir / "kern.log"
         self.log.touch()
         self.sock, self.pid = self.dir / "f2b.sock", self.dir / "f2b.pid"
@@ -54,7 +62,6 @@ class Fail2banServer:
             f"[Definition]\nloglevel = {loglevel}\nlogtarget = {self.dir}/fail2ban.log\nsocket = {self.sock}\n"
             f"pidfile = {self.pid}\ndbfile = {self.db}\ndbpurgeage = 30d\n")
         (self.conf / "jail.local").write_text(jail_conf.format(log=self.log))
-        self.as_nobody, self.netns = as_nobody and netns is None, netns
         if self.as_nobody:
             nobody = pwd.getpwnam("nobody")
             os.chmod(self.dir, 0o755)

@@ -242,7 +242,7 @@ class Lab:
         self.server_if = f"f2bx{self.tag}a"
         self.remote_if = f"f2bx{self.tag}b"
         self.server_mac = self.remote_mac = ""
-        self._up = False
+        self._made: list[str] = []      # namespaces this lab created (close removes exactly these)
 
     # -- lifecycle --
     def __enter__(self) -> "Lab":
@@ -262,8 +262,8 @@ class Lab:
         self.sysctls.set(NF_LOG_ALL_NETNS, "1")
         for ns in (self.server, self.remote):
             sh("ip", "netns", "add", ns)
+            self._made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        self._up = True
         sh("ip", "link", "add", self.server_if, "netns", self.server, "type", "veth",
            "peer", "name", self.remote_if, "netns", self.remote)
         for ns, iface, v4, v6 in ((self.server, self.server_if, SERVER_V4, SERVER_V6),
@@ -283,10 +283,8 @@ class Lab:
         self.remote_mac = self._mac(self.remote, self.remote_if)
 
     def close(self):
-        if self._up:
-            for ns in (self.server, self.remote):
-                sh("ip", "netns", "del", ns, check=False)
-            self._up = False
+        while self._made:
+            sh("ip", "netns", "del", self._made.pop(), check=False)
         self.sysctls.restore()
 
     @staticmethod
