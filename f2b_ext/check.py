@@ -83,6 +83,10 @@ class Machine:
     ruleset_readable: bool = True
     dependencies: tuple = ()                             # "address source (detail)", as subnet-escalate guards them
     dependency_problems: tuple = ()                      # sources that could not be read, names that do not resolve
+    nftables_binding: bool = True                        # fail2ban's Python imports nftables
+    # per jail with a set action: (listed, not in the kernel), (in the kernel, not listed),
+    # (expiry differs); a jail missing here was not compared (fail2ban not running)
+    enforcement: dict = field(default_factory=dict)
 
 
 # --- parsing plain text -----------------------------------------------------------------
@@ -208,6 +212,37 @@ def jail_findings(j: JailView, m: Machine) -> list[Finding]:
         elif unknown:
             out.append(Finding(WARNING, j.name, f"cannot tell whether {', '.join(unknown)} holds subnets",
                                "nftset.py and ipset-net.py do; test with `fail2ban-client set JAIL banip 192.0.2.0/24`"))
+    if "nftset" in j.actions and not m.nftables_binding:
+        out.append(Finding(PROBLEM, j.name, "nftset cannot enforce a ban: fail2ban's Python cannot import nftables "
+                           "(the jail stops at start)", "apt-get install python3-nftables"))
+    out.extend(enforcement_findings(j.name, m.enforcement.get(j.name)))
+    return out
+
+
+def _some(items) -> str:
+    items = sorted(map(str, items))
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+def enforcement_findings(jail: str, diff) -> list[Finding]:
+    """fail2ban's ban list against the jail's kernel sets (see Machine.enforcement)."""
+    if diff is None:
+        return []
+    listed_only, kernel_only, retimed = diff
+    out = []
+    if listed_only:
+        out.append(Finding(PROBLEM, jail, f"fail2ban lists {len(listed_only)} ban(s) the kernel does not hold "
+                           f"(they are answered): {_some(listed_only)}",
+                           "the set action's watchdog repairs this within checkinterval; if it persists, see "
+                           "fail2ban's log (or `fail2ban-client reload`)"))
+    if kernel_only:
+        out.append(Finding(WARNING, jail, f"the kernel holds {len(kernel_only)} ban(s) fail2ban does not list: "
+                           f"{_some(kernel_only)}", "the watchdog removes them unless fail2ban's database restores them"))
+    if retimed:
+        out.append(Finding(WARNING, jail, f"{len(retimed)} ban(s) expire at another time in the kernel than in "
+                           f"fail2ban: {_some(retimed)}", "the watchdog resets them within checkinterval"))
+    if not out:
+        out.append(Finding(OK, jail, "every ban fail2ban lists is in the kernel, with its expiry"))
     return out
 
 
@@ -258,14 +293,24 @@ def findings(m: Machine) -> list[Finding]:
     if not m.logger_available:
         out.append(Finding(PROBLEM, "kernel", "no netfilter syslog logger (nf_log_syslog) in this kernel: "
                            "LOG rules print nothing", "install the kernel's modules package, or `modprobe nf_log_syslog`"))
+    if m.init_netns and m.all_netns:
+        out.append(Finding(WARNING, "kernel", "net.netfilter.nf_log_all_netns = 1: LOG lines of every network "
+                           "namespace (containers, any user's `unshare -rn`) reach this host's kernel log and its "
+                           "jails: whoever runs a namespace can log forged lines here and get any address banned",
+                           "sysctl -w net.netfilter.nf_log_all_netns=0 (and drop it from /etc/sysctl.d) unless a "
+                           "jail here must read containers' lines; then run fail2ban in each container instead"))
     if not m.init_netns and m.all_netns is False:
         out.append(Finding(PROBLEM, "kernel", "this runs in a network namespace (a container?) and "
                            "net.netfilter.nf_log_all_netns = 0: the kernel discards LOG output here",
-                           "on the host: sysctl -w net.netfilter.nf_log_all_netns=1"))
+                           "run fail2ban on the host, or on the host `sysctl -w net.netfilter.nf_log_all_netns=1`, "
+                           "which also sends every other namespace's LOG lines (any user's `unshare -rn`) to the "
+                           "host's log: forged lines there can ban any address for the host's jails"))
     elif not m.init_netns and m.all_netns is None:
         out.append(Finding(WARNING, "kernel", "this runs in a network namespace (a container?): the kernel "
                            "discards LOG output here unless the host set net.netfilter.nf_log_all_netns = 1, "
-                           "which cannot be read from inside", "on the host: sysctl net.netfilter.nf_log_all_netns"))
+                           "which cannot be read from inside", "on the host: sysctl net.netfilter.nf_log_all_netns "
+                           "(1 also sends every namespace's LOG lines, forgeable by any user's `unshare -rn`, to "
+                           "the host's log)"))
     if m.logger_available and (m.init_netns or m.all_netns):
         out.append(Finding(OK, "kernel", "LOG rules reach the kernel log"))
     return out

@@ -563,6 +563,11 @@ def _machine(conf: str):
     m.own_addresses = tuple(_own_addresses())
     found, problems = _dependencies()
     m.dependencies, m.dependency_problems = tuple(dict.fromkeys(map(str, found))), tuple(problems)
+    if any("nftset" in j.actions for j in m.jails):
+        m.nftables_binding = _fail2ban_imports("nftables")
+    for j in m.jails:
+        if {"nftset", "ipset-net"} & set(j.actions):
+            m.enforcement[j.name] = _enforcement(j, conf)
     return m
 
 
@@ -580,6 +585,54 @@ def _dependencies() -> tuple[list, list]:
             problems.append(f"{name} does not resolve ({exc.strerror or exc})")
     found += deps.dependencies("peer", dict.fromkeys(g.peers))
     return found, problems
+
+
+def _fail2ban_imports(module: str) -> bool:
+    """Can the Python that runs fail2ban-server import `module`?"""
+    import subprocess
+    from .installer import InstallError, fail2ban_python
+    server = shutil.which("fail2ban-server")
+    try:
+        python = fail2ban_python(server) if server else sys.executable
+    except InstallError:
+        python = sys.executable
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _enforcement(jail, conf: str):
+    """(listed only, kernel only, retimed) for a jail with a set action, comparing
+    `fail2ban-client get JAIL banip --with-time` with the kernel's sets (this namespace,
+    the one fail2ban runs in); None when fail2ban does not answer."""
+    import subprocess
+    import time
+    from . import ipset, setsync
+    if not shutil.which("fail2ban-client"):
+        return None
+    r = subprocess.run(["fail2ban-client", "-c", conf, "get", jail.name, "banip", "--with-time"], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        return None
+    now, listed = time.time(), {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[3] == "+":
+            try:
+                start = time.mktime(time.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S"))
+                net = ipaddress.ip_network(parts[0], strict=False)
+            except ValueError:
+                continue
+            listed[net] = None if int(parts[4]) < 0 else start + int(parts[4]) - now
+    held = {}
+    if "nftset" in jail.actions and shutil.which("nft"):
+        from .f2b_nftset import jail_elements
+        held.update(jail_elements(jail.name, lambda *a: subprocess.run(["nft", *a], capture_output=True,
+                                                                      text=True).stdout))
+    if "ipset-net" in jail.actions and shutil.which("ipset"):
+        for fam in (4, 6):
+            out = subprocess.run(["ipset", "save", ipset.set_name(jail.name, fam)], capture_output=True, text=True).stdout
+            held.update(ipset.parse_save(out))
+    plan = setsync.plan(listed, held, tolerance=3)
+    return ([n for n, _ in plan.add], plan.remove, [n for n, _ in plan.retime])
 
 
 def _own_addresses():

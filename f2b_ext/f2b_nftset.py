@@ -34,14 +34,26 @@ def elements(listing: dict) -> dict:
     return held
 
 
+def jail_elements(jail: str, run) -> dict:
+    """{network: seconds left} the jail's nft sets hold, read with `run(*nft_args) ->
+    stdout` (the nft command line: `f2b-ext check`, the live lab's judge)."""
+    text = run("-j", "list", "sets", "table", "inet", "f2b_ext")
+    held = {}
+    for item in (json.loads(text).get("nftables", ()) if text.strip() else ()):
+        name = item.get("set", {}).get("name", "")
+        if name in {f"{nftset.jail_key(jail)}_h{f}" for f in (4, 6)} or nftset.is_prefix_set_of(jail, name):
+            held.update(elements({"nftables": [item]}))
+    return held
+
+
 class NftSetAction(SetAction):
     BACKEND = "nftset"
     validate = staticmethod(nftset.validate)
 
     def __init__(self, jail, name, **params):
-        super().__init__(jail, name, **params)
-        self._nft = None
+        self._nft = None                    # before the base's __init__, which may start()
         self._prefix_sets: set[str] = set()
+        super().__init__(jail, name, **params)
 
     # -- nft --
     def _cmd(self, script: str, output: str = "text") -> tuple[int, str, str]:

@@ -106,6 +106,17 @@ class SetAction(ActionBase):
         self._bad_texts: set[str] = set()
         self.applied = 0            # elements written (fail2ban-client get JAIL action NAME applied)
         self.repairs = 0            # elements the checks added, retimed or removed
+        actions = getattr(jail, "actions", None)
+        if getattr(actions, "active", False) is True:
+            # Added by a reload to a running jail. fail2ban (1.0.2, 1.1.0) calls start()
+            # only when the jail's actions thread starts, and at the end of the reload
+            # flushes and stops every action it did not *reload*, new ones included: so
+            # enforce what it lists now, and count as reloaded.
+            reloading = getattr(actions, "_reload_actions", None)
+            if isinstance(reloading, dict):
+                reloading[name] = dict(direction=direction, blocktype=blocktype, batch=batch,
+                                       checkinterval=checkinterval)
+            self.start()
 
     # -- what a backend provides --
     @staticmethod

@@ -284,3 +284,105 @@ def environment_problems() -> list[str]:
         if not shutil.which(tool):
             problems.append(f"needs {tool}, which is not installed")
     return problems
+
+
+class Prober:
+    """SYNs every `every` seconds, round robin from `sources` (banned hosts and members of
+    banned prefixes) to the server's PROBE_PORT, and every answer the server sends any
+    of them (RST, SYN-ACK, ICMP), seen on the wire at the remote end. `phase(name)`
+    starts counting answers under a new name; `answers` maps phase -> [source, ...]."""
+
+    def __init__(self, lab: Lab, sources: list[str], every: float = 0.005):
+        import threading
+        from .lab import in_netns, syn_frame
+        self.lab, self.every = lab, every
+        self.sources = {ipaddress.ip_address(s).packed: s for s in sources}
+        self.frames = [syn_frame(lab.remote_mac, lab.server_mac, ipaddress.ip_address(s), PROBE_PORT, 30000 + i, seq=i + 1)
+                       for i, s in enumerate(sources)]
+        self.answers: dict[str, list[str]] = {}
+        self.sent: dict[str, int] = {}
+        self._phase = "start"
+        self._stop = threading.Event()
+        import socket
+        with in_netns(lab.remote):
+            self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self._tx.bind((lab.remote_if, 0))
+        self._rx.bind((lab.remote_if, socket.htons(0x0800)))
+        self._threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._receive, daemon=True)]
+
+    def __enter__(self) -> "Prober":
+        self.phase("start")
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        self._tx.close()
+        self._rx.close()
+
+    def phase(self, name: str):
+        self.answers.setdefault(name, [])
+        self.sent.setdefault(name, 0)
+        self._phase = name
+
+    def _send(self):
+        i = 0
+        while not self._stop.is_set():
+            try:
+                self._tx.send(self.frames[i % len(self.frames)])
+                self.sent[self._phase] += 1
+            except OSError:
+                pass
+            i += 1
+            time.sleep(self.every)
+
+    def _receive(self):
+        import select
+        while not self._stop.is_set():
+            if not select.select([self._rx], [], [], 0.1)[0]:
+                continue
+            frame = self._rx.recv(2048)
+            if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] not in (1, 6):
+                continue
+            dst = frame[30:34]
+            if dst in self.sources and frame[26:30] == ipaddress.ip_address(SERVER_V4).packed:
+                self.answers[self._phase].append(self.sources[dst])
+
+
+def kernel_elements(lab: Lab, banaction: str, jail: str) -> dict:
+    """{network: seconds left or None} the jail's kernel sets hold, read with the
+    command-line tools (not the action's own code)."""
+    from .f2b_nftset import jail_elements
+    if banaction == "ipset-net":
+        held = {}
+        for fam in (4, 6):
+            held.update(ipset.parse_save(lab.server_sh("ipset", "save", ipset.set_name(jail, fam), check=False)))
+        return held
+    return jail_elements(jail, lambda *args: lab.server_sh("nft", *args, check=False))
+
+
+def listed_with_ends(f2b: Fail2banServer, jail: str) -> dict:
+    """{network: seconds left or None} of `get JAIL banip --with-time` (fail2ban's list)."""
+    out = f2b.client("get", jail, "banip", "--with-time", check=False).stdout
+    now, result = time.time(), {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[3] == "+":
+            length = int(parts[4])
+            start = time.mktime(time.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S"))
+            result[ipaddress.ip_network(parts[0], strict=False)] = None if length < 0 else start + length - now
+    return result
+
+
+def database_bans(f2b: Fail2banServer, jail: str) -> dict:
+    """{network: seconds left or None} fail2ban's database holds as current for `jail`."""
+    import sqlite3
+    now = time.time()
+    with sqlite3.connect(f"file:{f2b.db}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT ip, timeofban, bantime FROM bips WHERE jail=? AND (timeofban + bantime > ? OR bantime < 0)",
+                          (jail, now)).fetchall()
+    return {ipaddress.ip_network(ip, strict=False): None if bt < 0 else tob + bt - now for ip, tob, bt in rows}

@@ -53,6 +53,22 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def cli_as(user: str, *args, cwd=None):
+    """`f2b-ext ARGS` run as another user. That user may not read the clone (say, under
+    /root) nor its venv: the system's python runs a copy of the package from a directory
+    anyone can read."""
+    import shutil
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="f2bx-cli-") as where:
+        os.chmod(where, 0o755)
+        shutil.copytree(ROOT / "f2b_ext", Path(where) / "f2b_ext", ignore=shutil.ignore_patterns("__pycache__"))
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext.cli",
+               *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or where, timeout=120,
+                              env=dict(os.environ, PYTHONPATH=where))
+
+
 @pytest.fixture(scope="session")
 def confdir(tmp_path_factory) -> Path:
     return config_dir(tmp_path_factory.mktemp("f2b-config"))

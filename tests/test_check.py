@@ -90,6 +90,20 @@ def machine(**kw):
     return check.Machine(**{**base, **kw})
 
 
+def test_setting_nf_log_all_netns_to_1_is_never_advised_without_its_cost():
+    """Issue 12: 1 lets every namespace's (forgeable) lines reach the host's jails."""
+    for m in (machine(init_netns=False, all_netns=False), machine(init_netns=False, all_netns=None)):
+        for f in check.findings(m):
+            if "nf_log_all_netns" in f.fix and "=1" in f.fix.replace(" = ", "="):
+                assert "unshare -rn" in f.fix and "forge" in f.fix, f.fix
+
+
+def test_a_jail_whose_bans_all_hold_is_ok_and_no_comparison_says_nothing():
+    m = machine(enforcement={"f2b-ext-inbound": ([], [], [])})
+    assert any(f.level == check.OK and "every ban fail2ban lists is in the kernel" in f.message for f in check.findings(m))
+    assert not [f for f in check.findings(machine()) if "every ban" in f.message]
+
+
 def problems(m) -> list[str]:
     return [f"{f.subject}: {f.message}" for f in check.findings(m) if f.level != check.OK]
 
@@ -120,6 +134,14 @@ def test_a_good_machine_has_no_problems():
     (machine(jails=[jail(actions=("nftables",))]), "f2b-ext-inbound: forged lines can ban what this server depends on"),
     (machine(dependency_problems=("ntp.example does not resolve (Name or service not known)",)),
      "protected: ntp.example does not resolve (Name or service not known): subnet-escalate holds escalation"),
+    (machine(all_netns=True), "nf_log_all_netns = 1: LOG lines of every network namespace"),
+    (machine(nftables_binding=False), "nftset cannot enforce a ban: fail2ban's Python cannot import nftables"),
+    (machine(enforcement={"f2b-ext-inbound": ([ipaddress.ip_network("198.51.100.0/24")], [], [])}),
+     "f2b-ext-inbound: fail2ban lists 1 ban(s) the kernel does not hold (they are answered): 198.51.100.0/24"),
+    (machine(enforcement={"f2b-ext-inbound": ([], [ipaddress.ip_network("192.0.2.9/32")], [])}),
+     "the kernel holds 1 ban(s) fail2ban does not list: 192.0.2.9/32"),
+    (machine(enforcement={"f2b-ext-inbound": ([], [], [ipaddress.ip_network("192.0.2.9/32")])}),
+     "expire at another time"),
 ])
 def test_each_problem_is_found(m, expect):
     assert any(expect in p for p in problems(m)), problems(m)

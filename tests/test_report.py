@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, SAMPLES, is_root
+from conftest import ROOT, SAMPLES, cli_as, is_root
 from f2b_ext import netfilter as nf
 from f2b_ext import report
 
@@ -257,9 +257,7 @@ def test_report_on_an_unreadable_file_says_permission_denied(known_file):
             fh.write(known_file.read_text())
         os.chmod(log, 0o600)
         for target in (log, os.path.join(known_file.parent, "netfilter.log")):   # and a dir nobody may enter
-            r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                                sys.executable, "-m", "f2b_ext.cli", "report", target],
-                               capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            r = cli_as("nobody", "report", target)
             assert r.returncode == 2 and r.stderr == f"f2b-ext: {target}: permission denied\n"
 
 

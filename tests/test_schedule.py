@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, escalate_jail, is_root
+from conftest import ROOT, cli_as, escalate_jail, is_root
 from f2b_ext import schedule
 
 
@@ -21,17 +20,7 @@ def f2b_ext(*args, user: str | None = None):
     if not user:
         return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True, cwd=ROOT,
                               timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    # another user may not read the clone (say, under /root): the system's python runs a
-    # copy of the package from a directory anyone can read
-    import shutil
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="f2bx-cli-") as where:
-        os.chmod(where, 0o755)
-        shutil.copytree(ROOT / "f2b_ext", Path(where) / "f2b_ext", ignore=shutil.ignore_patterns("__pycache__"))
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext.cli",
-               *args]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=where, timeout=120,
-                              env=dict(os.environ, PYTHONPATH=where))
+    return cli_as(user, *args)
 
 
 def local(text: str) -> float:
