@@ -51,7 +51,7 @@ class Fail2banServer:
             # `nobody` may not read the clone (say, under /root): it imports a copy of the
             # package from the server's own dir instead
             package = self.dir / "python"
-            shutil.copytree(PROJECT_DIR / "f2b_ext", package / "f2b_ext", dirs_exist_ok=True,
+            shutil.copytree(IMPORT_ROOT / "f2b_ext", package / "f2b_ext", dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
             self.pythonpath = str(package)
         self.log = self.dir / "kern.log"
