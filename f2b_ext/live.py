@@ -308,7 +308,7 @@ class Prober:
             self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         self._tx.bind((lab.remote_if, 0))
-        self._rx.bind((lab.remote_if, socket.htons(0x0800)))
+        self._rx.bind((lab.remote_if, 0))           # 0: the protocol the socket was made with
         self._threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._receive, daemon=True)]
 
     def __enter__(self) -> "Prober":

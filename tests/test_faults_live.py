@@ -137,7 +137,10 @@ def test_no_fault_opens_a_window(setup, capsys):
             rows.append(("reload without the action", prober.sent["reload without the action"],
                          banned_answers("reload without the action"),
                          len(live.f2b.client("get", JAIL, "banip").stdout.split()), "(no ban action configured)"))
-            step("reload with it again", back)
+            # answered until the reload that brings the action back returns (the kernel was
+            # empty by the admin's choice); from then on, never
+            step("reload with it again", back, expect_open=True)
+            step("1 s after it is back", lambda: time.sleep(1))
             # a bad parameter: the jail stops with one line; the kernel keeps the bans it had
             prober.phase("restart with a bad parameter")
             bad_parameter()
@@ -151,6 +154,7 @@ def test_no_fault_opens_a_window(setup, capsys):
             restored = live.f2b.client("get", JAIL, "banip").stdout.split()
             assert sorted(restored) == sorted(BANS), f"bans restored: {restored}"
             step("flush set", flush_set, expect_open=True)   # open until the watchdog's next round (1 s)
+            step("1 s after the repair", lambda: time.sleep(1))
     with capsys.disabled():
         print(f"\n{banaction}: step | probes sent (4 sources) | answers to banned sources | bans listed | list/db/kernel")
         for row in rows:
