@@ -12,10 +12,28 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
-              net-tools python3-setuptools python3-wheel python3-seccomp
+              net-tools python3-setuptools python3-wheel python3-seccomp \
+              $(DEB_BUILD_PKGS)
+# `make deb` (debhelper, pybuild, lintian) and the Debian 13 root (debootstrap)
+DEB_BUILD_PKGS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+              lintian debootstrap
 STAMP      := $(VENV)/.installed
 
-.PHONY: deps venv test test-fast demo bench samples clean
+VERSION    := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' f2b_ext/__init__.py)
+DEB_DIR    := build/deb
+DEB        := $(DEB_DIR)/f2b-ext_$(VERSION)_all.deb
+
+# Debian 13 (trixie): a debootstrapped root, cached outside the clone (rebuilt when this
+# list or tests/debian/root changes), where the suite runs against trixie's fail2ban 1.1.0
+# and Python 3.13. Everything is Debian's: the venv's pytest/hypothesis/PyYAML too.
+TRIXIE_ROOT := /var/cache/f2b-ext/trixie
+TRIXIE_PKGS := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
+              python3-scapy python3-systemd python3-pyinotify procps util-linux systemd \
+              net-tools kmod logrotate python3-pytest python3-hypothesis python3-yaml
+IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1 sh -c
+TRIXIE_KERNEL_TESTS := tests/test_nftset.py
+
+.PHONY: deps venv test test-fast test-trixie trixie-root deb demo bench samples clean
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -35,9 +53,36 @@ $(STAMP): setup.cfg pyproject.toml | deps
 
 venv: deps $(STAMP)
 
-# The whole suite: pure core, real fail2ban, real kernel in network namespaces.
-test: venv
+# The whole suite: pure core, real fail2ban, real kernel in network namespaces (the
+# .deb's install/purge on this machine and in the trixie root among them), then again
+# on Debian 13.
+test: venv deb trixie-root
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-trixie
+
+# The .deb (debhelper): built from a copy of the working tree (tracked and untracked,
+# not ignored files), so the clone stays clean; lintian's errors fail the build.
+deb: $(DEB)
+$(DEB): $(shell git ls-files -co --exclude-standard 2>/dev/null) | deps
+	@grep -q '^f2b-ext ($(VERSION))' debian/changelog || \
+	  { echo "make deb: debian/changelog does not start with version $(VERSION) (f2b_ext/__init__.py)" >&2; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/f2b-ext-$(VERSION)
+	git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(DEB_DIR)/f2b-ext-$(VERSION)
+	cd $(DEB_DIR)/f2b-ext-$(VERSION) && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -b -us -uc > ../build.log 2>&1 || \
+	  { tail -n 40 ../build.log >&2; echo "make deb: dpkg-buildpackage failed (log: $(DEB_DIR)/build.log)" >&2; exit 1; }
+	lintian --fail-on error --tag-display-limit 0 $(DEB) > $(DEB_DIR)/lintian.txt 2>&1; rc=$$?; cat $(DEB_DIR)/lintian.txt; \
+	  [ $$rc = 0 ] || { echo "make deb: lintian found errors" >&2; rm -f $(DEB); exit 1; }
+	@echo "built $(DEB)"
+
+trixie-root: deps
+	tests/debian/root build $(TRIXIE_ROOT) trixie "$(TRIXIE_PKGS)"
+
+# The suite in the trixie root: the pure and real-fail2ban tiers, and kernel tests with
+# nftset (the .deb's install/purge there runs from the host's suite, tests/test_deb.py).
+test-trixie: trixie-root
+	$(IN_TRIXIE) 'cd /src && python3 -c "import sys, fail2ban.version as v; print(\"Debian\", open(\"/etc/debian_version\").read().strip(), \"fail2ban\", v.version, \"Python\", sys.version.split()[0])" \
+	  && python3 -m pytest -p no:cacheprovider -m "not kernel" \
+	  && python3 -m pytest -p no:cacheprovider $(TRIXIE_KERNEL_TESTS)'
 
 # Everything but the tests that need root and the kernel.
 test-fast: venv
@@ -62,3 +107,4 @@ samples: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	@echo "(the trixie root stays cached in $(TRIXIE_ROOT): rm -rf it to rebuild)"
