@@ -4,7 +4,7 @@
 # for its journald binary: the forgery test runs a private one; net-tools for the netstat
 # that bench/synwatch_cost.py compares with; setuptools and wheel so tests/test_wheel.py
 # builds the wheel offline; seccomp so tests/unit_sandbox.py applies the synwatch unit's
-# system call filter where no systemd runs); the venv is
+# system call filter where no systemd runs; logrotate for the .deb's logrotate file); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
@@ -12,7 +12,7 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
-              net-tools python3-setuptools python3-wheel python3-seccomp \
+              net-tools python3-setuptools python3-wheel python3-seccomp logrotate \
               $(DEB_BUILD_PKGS)
 # `make deb` (debhelper, pybuild, lintian) and the Debian 13 root (debootstrap)
 DEB_BUILD_PKGS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \

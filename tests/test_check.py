@@ -186,7 +186,8 @@ def run_check(lab, conf: Path, *extra):
 
 @pytest.mark.kernel
 def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
-    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nignoreself = false\n"
+    # backend = auto: a file, also where paths-debian.conf says systemd (Debian 13)
+    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nbackend = auto\nignoreself = false\n"
                             "banaction_f2b_ext = nftables\n")
     lab.server_sh("nft", "flush", "ruleset")
     r = run_check(lab, bad, "--json")

@@ -46,4 +46,4 @@ def test_deb_installs_bans_and_purges_without_a_trace(name):
                        capture_output=True, text=True, timeout=600)
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("  ok  ") == 6
+    assert r.stdout.count("  ok  ") == 7

@@ -10,7 +10,8 @@ the checkout on the path: what runs is what the package installed.
 Steps, each checked: `dpkg -i`; the conffiles are the /etc files;
 `f2b-ext --version` and `f2b-ext test` (the package's own samples and filters); a real
 fail2ban-server, in a network namespace of its own, with the f2b-ext-inbound jail enabled
-bans an address from kernel lines into the nftset kernel set; `dpkg -r` keeps the
+bans an address from kernel lines into the nftset kernel set; logrotate rotates its log
+(purge must then remove the rotated copy too); `dpkg -r` keeps the
 conffiles and removes the Python package; `dpkg --purge`, after which every path must be
 as in the pristine root (the overlay's lower layer) but for the bookkeeping of dpkg and of
 fail2ban itself (NOT_OURS).
@@ -18,6 +19,7 @@ Prints one line per step; exits 1 with the reason on the first failure.
 """
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import stat
@@ -143,6 +145,17 @@ def run_fail2ban():
     os.unlink(JAIL_LOCAL)
 
 
+def rotate():
+    """The package's logrotate file, forced: the log renamed, a new empty one as rsyslog makes it."""
+    sh("logrotate", "-f", "-s", "/tmp/f2b-ext-logrotate.state", "/etc/logrotate.d/f2b-ext-netfilter")
+    st = os.stat("/var/log/netfilter.log")
+    if not os.path.isfile("/var/log/netfilter.log.1") or st.st_size != 0:
+        raise Failed(f"logrotate did not rotate /var/log/netfilter.log: {sorted(os.listdir('/var/log'))}")
+    if stat.S_IMODE(st.st_mode) != 0o640 or st.st_gid != grp.getgrnam("adm").gr_gid:
+        raise Failed(f"the new /var/log/netfilter.log is {oct(st.st_mode)} gid {st.st_gid}, not 0640 root:adm")
+    step("logrotate -f /etc/logrotate.d/f2b-ext-netfilter: netfilter.log.1, a new 0640 root:adm netfilter.log")
+
+
 def cycle(deb: str):
     if not (os.path.isdir(LOWER) and os.path.isdir(UPPER)):
         raise Failed(f"no {LOWER} and {UPPER}: run me with tests/debian/root run")
@@ -165,6 +178,7 @@ def cycle(deb: str):
     sh("f2b-ext", "test", cwd="/")
     step(f"{version} from {os.path.dirname(where)}; f2b-ext test passes on the package's samples")
     run_fail2ban()
+    rotate()
     sh("dpkg", "-r", PACKAGE)
     left = sorted(p for p in conffiles if not os.path.exists(p))
     if left or os.path.exists("/usr/lib/python3/dist-packages/f2b_ext") or os.path.exists("/usr/bin/f2b-ext"):
