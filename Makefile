@@ -31,7 +31,10 @@ TRIXIE_PKGS := fail2ban nftables python3-nftables iptables ipset rsyslog iproute
               python3-scapy python3-systemd python3-pyinotify procps util-linux systemd \
               net-tools kmod logrotate python3-pytest python3-hypothesis python3-yaml
 IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1 sh -c
-TRIXIE_KERNEL_TESTS := tests/test_nftset.py
+# kernel tests run there too: nftset and ipset sets, the shipped jails and install in a real
+# server, check, the kernel's own records, synwatch's readers, rsyslog/journald forgery
+TRIXIE_KERNEL_TESTS := tests/test_nftset.py tests/test_ipset.py tests/test_jails.py tests/test_install.py \
+              tests/test_check.py tests/test_kernel_live.py tests/test_synwatch.py tests/test_rsyslog_forgery.py
 
 .PHONY: deps venv test test-fast test-trixie trixie-root deb demo bench samples clean
 
@@ -39,7 +42,8 @@ deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get -o Acquire::Retries=3 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 \
+	    -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): setup.cfg pyproject.toml | deps
@@ -77,12 +81,12 @@ $(DEB): $(shell git ls-files -co --exclude-standard 2>/dev/null) | deps
 trixie-root: deps
 	tests/debian/root build $(TRIXIE_ROOT) trixie "$(TRIXIE_PKGS)"
 
-# The suite in the trixie root: the pure and real-fail2ban tiers, and kernel tests with
-# nftset (the .deb's install/purge there runs from the host's suite, tests/test_deb.py).
+# The suite in the trixie root: the pure and real-fail2ban tiers, and the kernel tests
+# above (the .deb's install/purge there runs from the host's suite, tests/test_deb.py).
 test-trixie: trixie-root
 	$(IN_TRIXIE) 'cd /src && python3 -c "import sys, fail2ban.version as v; print(\"Debian\", open(\"/etc/debian_version\").read().strip(), \"fail2ban\", v.version, \"Python\", sys.version.split()[0])" \
 	  && python3 -m pytest -p no:cacheprovider -m "not kernel" \
-	  && python3 -m pytest -p no:cacheprovider $(TRIXIE_KERNEL_TESTS)'
+	  && python3 -m pytest -p no:cacheprovider -m kernel $(TRIXIE_KERNEL_TESTS)'
 
 # Everything but the tests that need root and the kernel.
 test-fast: venv

@@ -47,3 +47,13 @@ def test_deb_installs_bans_and_purges_without_a_trace(name):
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("  ok  ") == 7
+
+
+def test_the_manual_page_names_every_command():
+    from f2b_ext.cli import build_parser
+    import argparse
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    page = (ROOT / "debian" / "f2b-ext.1").read_text()
+    documented = set(re.findall(r"^\.TP\n\.B (\S+)$", page, re.M))
+    assert documented == set(sub.choices), (documented, set(sub.choices))
