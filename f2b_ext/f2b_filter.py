@@ -16,10 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-# The suite's files (filter.d, action.d, jail.d, rsyslog.d, systemd, tests/samples): the
-# checkout this package sits in, or where the Debian package puts its copy.
-_CHECKOUT = Path(__file__).resolve().parent.parent
-PROJECT_DIR = _CHECKOUT if (_CHECKOUT / "filter.d").is_dir() else Path("/usr/share/f2b-ext")
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOCK_CONFIG = Path("/etc/fail2ban")
 SUITE_DIRS = ("filter.d", "action.d", "jail.d")
 

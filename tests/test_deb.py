@@ -37,6 +37,8 @@ def test_every_shipped_etc_file_is_in_the_package_install_list():
 @pytest.mark.parametrize("name", ROOTS)
 def test_deb_installs_bans_and_purges_without_a_trace(name):
     root = ROOTS[name]
+    if Path("/run/f2b-ext/upper").is_dir():
+        pytest.skip("inside a root of tests/debian/root (no overlay on an overlay): the host's run covers it")
     if not DEB.is_file():
         pytest.skip(f"no {DEB.relative_to(ROOT)}: make deb")
     if root != Path("/") and not (root / ".f2b-ext-root").is_file():
