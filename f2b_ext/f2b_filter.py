@@ -4,8 +4,8 @@ How it works: `FilterRunner` reads a filter with fail2ban's own `FilterReader` (
 `[Init]` parameters, mode tags and `common.conf` interpolation behave exactly as in a
 jail), loads the result into a `fail2ban.server.filter.Filter` the way fail2ban's own
 sample tests do, and hands each line to `Filter.processLine`. `config_dir()` lays out a
-fail2ban configuration directory with the suite's files next to fail2ban's stock
-`common.conf`, so nothing under the real /etc/fail2ban is touched.
+fail2ban configuration directory with the suite's files (package data, f2b_ext/shipped.py)
+next to fail2ban's stock `common.conf`, so nothing under the real /etc/fail2ban is touched.
 
 The only decision made here is none: the verdict is fail2ban's.
 """
@@ -16,9 +16,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from . import shipped
+
 STOCK_CONFIG = Path("/etc/fail2ban")
-SUITE_DIRS = ("filter.d", "action.d", "jail.d")
 
 
 class Fail2banMissing(RuntimeError):
@@ -45,17 +45,14 @@ def stock_common_conf() -> Path:
     raise Fail2banMissing("fail2ban's filter.d/common.conf was not found")
 
 
-def config_dir(target: Path, source: Path = PROJECT_DIR) -> Path:
+def config_dir(target: Path) -> Path:
     """Lay out a fail2ban config dir at `target`: the suite's filter.d/action.d/jail.d plus
     the stock common.conf. Returns `target`."""
     target = Path(target)
-    for sub in SUITE_DIRS:
+    for sub in shipped.FAIL2BAN_DIRS:
         (target / sub).mkdir(parents=True, exist_ok=True)
-        src = source / sub
-        if src.is_dir():
-            for item in src.iterdir():
-                if item.is_file():
-                    shutil.copy2(item, target / sub / item.name)
+        for item in shipped.listing(sub):
+            (target / sub / item.name).write_bytes(item.read_bytes())
     common = target / "filter.d" / "common.conf"
     if not common.exists():
         shutil.copy2(stock_common_conf(), common)
