@@ -31,7 +31,7 @@ TRIXIE_PKGS := fail2ban nftables python3-nftables iptables ipset rsyslog iproute
               python3-scapy python3-systemd python3-pyinotify procps util-linux systemd \
               net-tools kmod logrotate python3-pytest python3-hypothesis python3-yaml \
               python3-pip python3-venv python3-setuptools python3-wheel python3-seccomp
-IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONPATH=/src PYTHONDONTWRITEBYTECODE=1 sh -c
+IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONDONTWRITEBYTECODE=1 sh -c
 
 .PHONY: deps venv test test-fast test-trixie trixie-root deb demo bench samples clean
 
@@ -80,9 +80,11 @@ trixie-root: deps
 
 # The whole suite in the trixie root: pure, real fail2ban and real kernel tiers (the .deb's
 # install/purge there runs from the host's suite: tests/test_deb.py skips inside a root).
+# (one test is about the host's .venv, which /src shows but trixie's Python cannot run)
+HOST_VENV_TEST := tests/test_wheel.py::test_the_checkouts_venv_imports_the_checkout_before_an_installed_copy
 test-trixie: trixie-root
 	$(IN_TRIXIE) 'cd /src && python3 -c "import sys, fail2ban.version as v; print(\"Debian\", open(\"/etc/debian_version\").read().strip(), \"fail2ban\", v.version, \"Python\", sys.version.split()[0])" \
-	  && python3 -m pytest -p no:cacheprovider'
+	  && python3 -m pytest -p no:cacheprovider --deselect $(HOST_VENV_TEST)'
 
 # Everything but the tests that need root and the kernel.
 test-fast: venv

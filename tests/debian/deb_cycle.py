@@ -43,9 +43,10 @@ def expected_conffiles() -> set[str]:
 # The overlay's layers (tests/debian/root): the pristine root, and what was changed since.
 LOWER, UPPER = "/run/f2b-ext/lower", "/run/f2b-ext/upper"
 # What tests/debian/root itself made (mount points, no service starts).
-RUNNER = ("/run", "/tmp", "/src", "/usr/sbin/policy-rc.d")
-# What dpkg and fail2ban themselves keep, which a package's purge rightly leaves.
-NOT_OURS = ("/var/lib/dpkg/", "/var/log/dpkg.log", "/var/cache/debconf/", "/var/log/apt/",
+RUNNER = ("/run", "/tmp", "/src", "/usr/sbin/policy-rc.d", "/.oldroot")
+# What dpkg, man-db (its index, updated by a trigger) and fail2ban themselves keep, which a
+# package's purge rightly leaves.
+NOT_OURS = ("/var/lib/dpkg/", "/var/log/dpkg.log", "/var/cache/debconf/", "/var/log/apt/", "/var/cache/man/",
             "/var/lib/fail2ban/", "/var/log/fail2ban.log")
 JAIL_LOCAL = "/etc/fail2ban/jail.d/zz-deb-cycle.local"
 ATTACKER = "203.0.113.9"
