@@ -4,7 +4,9 @@
 # for its journald binary: the forgery test runs a private one; net-tools for the netstat
 # that bench/synwatch_cost.py compares with; setuptools and wheel so tests/test_wheel.py
 # builds the wheel offline; seccomp so tests/unit_sandbox.py applies the synwatch unit's
-# system call filter where no systemd runs; logrotate for the .deb's logrotate file); the venv is
+# system call filter where no systemd runs; nats-server for the fleet's lab,
+# python3-cryptography and openssl for `f2b-ext fleet init`'s TLS files; logrotate for the
+# .deb's logrotate file); the venv is
 # built from Debian's /usr/bin/python3 with --system-site-packages so it imports them.
 
 PYTHON_SYS := /usr/bin/python3
@@ -12,7 +14,8 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
-              net-tools python3-setuptools python3-wheel python3-seccomp logrotate \
+              net-tools python3-setuptools python3-wheel python3-seccomp nats-server \
+              python3-cryptography openssl logrotate \
               $(DEB_BUILD_PKGS)
 # `make deb` (debhelper, pybuild, lintian) and the Debian 13 root (debootstrap)
 DEB_BUILD_PKGS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
@@ -30,7 +33,8 @@ TRIXIE_ROOT := /var/cache/f2b-ext/trixie
 TRIXIE_PKGS := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify procps util-linux systemd \
               net-tools kmod logrotate python3-pytest python3-hypothesis python3-yaml \
-              python3-pip python3-venv python3-setuptools python3-wheel python3-seccomp
+              python3-pip python3-venv python3-setuptools python3-wheel python3-seccomp \
+              nats-server python3-cryptography openssl
 IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONDONTWRITEBYTECODE=1 sh -c
 
 .PHONY: deps venv test test-fast test-trixie trixie-root deb demo bench samples clean
@@ -46,7 +50,7 @@ deps:
 $(STAMP): setup.cfg pyproject.toml | deps
 	$(PYTHON_SYS) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,fleet]'
 	@# setuptools' editable finder runs after sys.path, so a copy that `f2b-ext install` put
 	@# into /usr/local/lib/python3*/dist-packages would win; a .pth puts the checkout first.
 	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/00-f2b-ext-checkout.pth"
@@ -102,6 +106,7 @@ bench: venv
 	$(PY) bench/ban_throughput.py
 	$(PY) bench/report_throughput.py
 	$(PY) bench/synwatch_cost.py
+	$(PY) bench/fleet_propagation.py
 
 # Regenerate tests/samples/netfilter-captured from the real kernel (root).
 samples: venv

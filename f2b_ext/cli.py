@@ -340,7 +340,7 @@ def cmd_report(args) -> int:
         bogons = parse_bogons(args.bogons)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    found, _ = _dependencies()
+    found = [] if args.no_dependencies else _dependencies()[0]
     dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
     rep = report.Report(now=now, since=since, hosts=args.hosts, bogons=bogons, dependencies=dependencies)
     lines = _journal_lines(since, args.journal_dir) if journal else _log_lines(Path(args.logfile))
@@ -653,6 +653,70 @@ def cmd_synwatch(args) -> int:
     return 0
 
 
+# --- fleet ----------------------------------------------------------------------------
+
+def cmd_fleet(args) -> int:
+    """The fleet: init (cluster config), run (the agent), status."""
+    if args.fleet_command == "init":
+        from . import fleetinit
+        servers = {}
+        for item in args.servers:
+            name, sep, addr = item.partition("=")
+            if not sep:
+                raise CliError(f"{item!r}: give each server as NAME=ADDRESS")
+            servers[name] = addr
+        try:
+            written = fleetinit.write(Path(args.out), servers, args.store, args.certs)
+        except (ValueError, fleet_errors()) as exc:
+            raise CliError(str(exc).splitlines()[0]) from None
+        print(f"wrote {len(written)} files under {args.out}: per server nats-server.conf, fleet.conf and its "
+              f"certificate; then once: f2b-ext fleet create --config admin/fleet.conf")
+        return 0
+    from .fleetagent import DEFAULT_CONFIG, DEFAULT_STATUS, AgentConfig
+    if args.fleet_command == "status":
+        import json as _json
+        path = Path(args.status or DEFAULT_STATUS)
+        try:
+            st = _json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CliError(f"no status at {path}: is the agent running? (systemctl status f2b-ext-fleet)") from None
+        except ValueError:
+            raise CliError(f"{path}: unreadable status") from None
+        if args.json:
+            print(_json.dumps(st, indent=1))
+            return 0
+        age = time.time() - st["time"]
+        print(f"server {st['server']}: {'connected' if st['connected'] else 'NOT connected'}, "
+              f"spool depth {st['spool_depth']}, published {st['published']}"
+              + (f" (status {age:.0f}s old: agent stopped?)" if age > 10 else ""))
+        for name, s in st["servers"].items():
+            print(f"  {name:20} last event {time.strftime('%H:%M:%S', time.localtime(s['last_event']))}, lag {s['lag']:.3f}s")
+        for name, until in st["quarantined"].items():
+            print(f"  quarantined {name} until {time.strftime('%H:%M:%S', time.localtime(until))}")
+        print("  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(st["verdicts"].items())) or "none"))
+        for net, until in st["fleet_decisions"].items():
+            print(f"  fleet ban {net} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
+        return 0
+    from . import fleet
+    try:
+        cfg = AgentConfig.read(args.config or DEFAULT_CONFIG, status=args.status)
+    except (ValueError, fleet.EventError) as exc:
+        raise CliError(str(exc)) from None
+    from .fleetagent import create_streams, run
+    if args.fleet_command == "create":
+        create_streams(cfg)
+        print(f"stream {fleet.STREAM} and buckets {fleet.PROTECTED_BUCKET}, {fleet.DECISIONS_BUCKET} "
+              f"ready ({cfg.replicas} replica(s))")
+        return 0
+    run(cfg)
+    return 0
+
+
+def fleet_errors():
+    from .fleet import EventError
+    return EventError
+
+
 # --- demo -----------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -712,6 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--since", metavar="WHEN", help="only records since an age (30m, 2h, 1d) or a date (2026-11-21T08:00)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
+    r.add_argument("--no-dependencies", action="store_true",
+                   help="the log is another machine's: do not mark (or protect) this machine's dependencies")
     r.add_argument("--bogons", default="default", metavar="LIST",
                    help="networks never escalated, as subnet-escalate's bogons parameter: default, none, or CIDRs")
     r.add_argument("--hosts", type=int, default=5, metavar="N",
@@ -788,6 +854,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimates that never exceed the truth (default 65536)")
     w.add_argument("--once", action="store_true", help="take one sample, print its lines (to --log if given), exit")
     w.set_defaults(func=cmd_synwatch)
+
+    fl = sub.add_parser("fleet", help="share bans across servers through NATS JetStream",
+                        description="A fleet of servers shares its bans: `init` writes a NATS cluster "
+                                    "configuration with TLS and one credential per server, `run` is the agent "
+                                    "(its systemd unit: f2b-ext-fleet), `status` says what it sees.")
+    fsub = fl.add_subparsers(dest="fleet_command", metavar="FLEET_COMMAND")
+    fsub.required = True
+    fi = fsub.add_parser("init", help="write nats-server configs, TLS files and agent configs for a fleet")
+    fi.add_argument("servers", nargs="+", metavar="NAME=ADDRESS", help="every fleet server's name and address")
+    fi.add_argument("--out", required=True, metavar="DIR", help="an empty directory for the files")
+    fi.add_argument("--store", default="/var/lib/nats/f2b-ext", metavar="DIR", help="JetStream's store directory")
+    fi.add_argument("--certs", metavar="DIR",
+                    help="where the certificates will be on each server (default: where they are written)")
+    fr = fsub.add_parser("run", help="the agent: publish the spool, apply the fleet's bans (its systemd unit)")
+    fr.add_argument("--config", metavar="FILE", help="agent configuration (default /etc/f2b-ext/fleet.conf)")
+    fr.add_argument("--status", metavar="FILE", help="status file (default /run/f2b-ext/fleet-status.json)")
+    fc = fsub.add_parser("create", help="create the stream and buckets once (with admin/fleet.conf from init)")
+    fc.add_argument("--config", metavar="FILE", required=True, help="the administrator's fleet.conf")
+    fc.set_defaults(status=None)
+    fs = fsub.add_parser("status", help="servers seen, lag, spool depth, quarantined servers, verdicts")
+    fs.add_argument("--status", metavar="FILE", help="status file (default /run/f2b-ext/fleet-status.json)")
+    fs.add_argument("--json", action="store_true", help="machine-readable output")
+    fl.set_defaults(func=cmd_fleet)
 
     d = sub.add_parser("demo", help="the live demonstration on this kernel (root): attacks, bans, escalation",
                        description="Builds two network namespaces on this kernel with the seeds' firewall, "

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import heapq
+import itertools
 from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -183,12 +185,24 @@ class NetworkIndex:
             reach.append(max(reach[-1], (end, n), key=lambda r: r[0]) if reach else (end, n))
 
     def overlap(self, net: Network) -> Optional[Network]:
-        """A protected network that `net` overlaps, or None."""
-        i = bisect_right(self._starts[net.version], int(net.broadcast_address)) - 1
+        """A network of the index that `net` overlaps, or None."""
+        return self.overlap_range(net.version, int(net.network_address), int(net.broadcast_address))
+
+    def overlap_range(self, version: int, first: int, last: int) -> Optional[Network]:
+        """A network of the index overlapping the addresses first..last, or None."""
+        i = bisect_right(self._starts[version], last) - 1
         if i < 0:
             return None
-        end, other = self._reach[net.version][i]
-        return other if end >= int(net.network_address) else None
+        end, other = self._reach[version][i]
+        return other if end >= first else None
+
+    def covering(self, version: int, first: int, last: int) -> Optional[Network]:
+        """A network of the index holding all of first..last, or None."""
+        i = bisect_right(self._starts[version], first) - 1     # networks starting at or before first
+        if i < 0:
+            return None
+        end, other = self._reach[version][i]
+        return other if end >= last else None
 
     def __len__(self):
         return len(self.nets)
@@ -203,16 +217,23 @@ class Safety:
     bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)
     maxprefix: dict = field(default_factory=lambda: dict(DEFAULT_MAXPREFIX))
     index: NetworkIndex = field(init=False, repr=False, compare=False)
+    bogon_index: NetworkIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "index", NetworkIndex(self.protected))
+        object.__setattr__(self, "bogon_index", NetworkIndex(self.bogons))
 
     def why_unsafe(self, net: Network) -> Optional[str]:
-        if net.prefixlen < self.maxprefix[net.version]:
-            return f"wider than maxprefix /{self.maxprefix[net.version]}"
-        if (p := self.index.overlap(net)) is not None:
+        return self.why_unsafe_range(net.version, net.prefixlen, int(net.network_address))
+
+    def why_unsafe_range(self, version: int, plen: int, first: int) -> Optional[str]:
+        """why_unsafe() of the /plen starting at address `first` (ints: no objects made)."""
+        if plen < self.maxprefix[version]:
+            return f"wider than maxprefix /{self.maxprefix[version]}"
+        last = first + (1 << (HOST_PREFIX[version] - plen)) - 1
+        if (p := self.index.overlap_range(version, first, last)) is not None:
             return f"covers protected {p}"
-        if (b := first_overlap(net, self.bogons)) is not None:
+        if (b := self.bogon_index.overlap_range(version, first, last)) is not None:
             return f"overlaps bogon {b}"
         return None
 
@@ -367,6 +388,10 @@ class Escalator:
         # one window per (family, rung index); rung 0 counts hosts
         self._windows = {(fam, i): _Window() for fam, rungs in ladder.rungs.items() for i in range(len(rungs))}
         self._banned: dict = {}            # escalated network -> (until, Evidence)
+        self._held: list = []              # heap of (until, token, network) the breaker bounds
+        self._held_token: dict = {}        # network -> token of its live heap entry
+        self._held_units = 0.0             # units of the live entries (kept as they come and go)
+        self._tokens = itertools.count()
         self._bounded: deque = deque()     # times of escalations the breaker bounds
         self._now = 0.0
         self.held: Optional[str] = None    # hold(): why nothing is proposed
@@ -394,7 +419,13 @@ class Escalator:
         self._advance(now)
         if RULES[evidence].breaker and not restored and self._banned.get(net, (0,))[0] <= now:
             self._bounded.append(now)
+        self._release(net)
         self._banned[net] = (until, evidence)
+        if RULES[evidence].breaker and until > now:
+            token = next(self._tokens)
+            self._held_token[net] = token
+            self._held_units += self._units(net)
+            heapq.heappush(self._held, (until, token, net))
         fam = net.version
         rungs = self.ladder.rungs.get(fam, ())
         for i, (plen, _) in enumerate(rungs):
@@ -411,10 +442,13 @@ class Escalator:
         if (self.ladder, self.window) == (old.ladder, old.window):
             self._windows = old._windows
         self._banned, self._bounded = old._banned, old._bounded
+        self._held, self._held_token, self._held_units = old._held, old._held_token, old._held_units
+        self._tokens = old._tokens
         self._now = old._now
 
     def forget_ban(self, net: Network):
         """fail2ban lifted the ban of `net` (schedule ended, or an admin unbanned it)."""
+        self._release(net)
         self._banned.pop(net, None)
 
     def hold(self, reason: Optional[str]):
@@ -445,7 +479,7 @@ class Escalator:
     def bounded_state(self, now: float) -> tuple[int, float]:
         """(escalations the breaker bounds within its period, units they hold now)."""
         self._advance(now)
-        return len(self._bounded), self._held_units(now)
+        return len(self._bounded), self._held_units
 
     # -- inside --
     def _counts(self, evidence: Evidence, rung: int) -> bool:
@@ -461,6 +495,11 @@ class Escalator:
             win.expire(before)
         while self._bounded and self._bounded[0] <= self._now - self.breaker.period:
             self._bounded.popleft()
+        while self._held and self._held[0][0] <= self._now:
+            _, token, net = heapq.heappop(self._held)
+            if self._held_token.get(net) == token:       # ended, and not released before
+                del self._held_token[net]
+                self._held_units -= self._units(net)
         if len(self._banned) > 1024:
             self._banned = {n: b for n, b in self._banned.items() if b[0] > self._now}
 
@@ -469,8 +508,11 @@ class Escalator:
         first = rungs[0][0] if rungs else HOST_PREFIX[net.version]
         return 2.0 ** (first - net.prefixlen)
 
-    def _held_units(self, now: float) -> float:
-        return sum(self._units(n) for n, (u, ev) in self._banned.items() if u > now and RULES[ev].breaker)
+    def _release(self, net: Network):
+        """`net` stops counting as held before its end (lifted, or banned anew); its
+        heap entry is left to lapse."""
+        if self._held_token.pop(net, None) is not None:
+            self._held_units -= self._units(net)
 
     def _count(self, fam: int, i: int, member: Network, when: float, evidence: Evidence,
                around: Address) -> list[Candidate]:
@@ -483,16 +525,23 @@ class Escalator:
         net = prefix_network(fam, prefix, plen)
         if self._banned.get(net, (0,))[0] > self._now:
             return []
-        counted = [(prefix_network(fam, m, member.prefixlen, exact=True), ev) for m, ev in win.members(prefix)]
-        target = self._safe_prefix(net, around, [m for m, _ in counted], need)
+        # members as plain ints, each at member.prefixlen: networks are made only for the
+        # answer, so a saturated /24 the breaker holds back costs a pass over ints per ban
+        counted = win.by_prefix[prefix]                 # {member address: Evidence}
+        target = self._safe_prefix(net, around, counted, member.prefixlen, need)
         if target is None:
             return []
-        if target != net and self._banned.get(target, (0,))[0] > self._now:
-            return []
-        inside = [ev for m, ev in counted if m.subnet_of(target)]
+        if target == net:
+            inside = list(counted.values())
+        else:
+            if self._banned.get(target, (0,))[0] > self._now:
+                return []
+            shift = HOST_PREFIX[fam] - target.prefixlen
+            top = int(target.network_address) >> shift
+            inside = [ev for m, ev in counted.items() if m >> shift == top]
         kind = weakest_needed(inside, need)
         if RULES[kind].breaker:
-            why = self.breaker.why_tripped(len(self._bounded), self._held_units(self._now), self._units(target))
+            why = self.breaker.why_tripped(len(self._bounded), self._held_units, self._units(target))
             if why:
                 self.paused = f"{target} not escalated: {why}"
                 return []
@@ -502,25 +551,29 @@ class Escalator:
                   + ("" if target == net else f" (narrowed from {net}: {self.safety.why_unsafe(net)})"))
         return [Candidate(target, i + 1, len(inside), kind, reason)]
 
-    def _safe_prefix(self, net: Network, around: Address, members: list, need: int) -> Optional[Network]:
+    def _safe_prefix(self, net: Network, around: Address, members: Iterable[int], member_plen: int,
+                     need: int) -> Optional[Network]:
         """`net` if safe; else the widest safe sub-prefix containing `around` that still
-        holds `need` members; else None. O(members + prefix length): each member is
-        inside the sub-prefixes around `around` up to the bits they share."""
+        holds `need` members (network addresses of /member_plen); else None.
+        O(members + prefix length): each member is inside the sub-prefixes around
+        `around` up to the bits they share."""
         if self.safety.why_unsafe(net) is None:
             return net
+        first, last = int(net.network_address), int(net.broadcast_address)
+        if any(i.covering(net.version, first, last) for i in (self.safety.index, self.safety.bogon_index)):
+            return None                      # a bogon or protected network holds it all: no sub-prefix is safe
         host = HOST_PREFIX[net.version]
         shared = [0] * (host + 1)            # shared[k]: members inside exactly up to /k
         a = int(around)
         for m in members:
-            common = host - (int(m.network_address) ^ a).bit_length()
-            shared[min(common, m.prefixlen)] += 1
+            shared[min(host - (m ^ a).bit_length(), member_plen)] += 1
         inside = sum(shared[net.prefixlen + 1:])
         for plen in range(net.prefixlen + 1, host):
             if inside < need:
                 return None
-            sub = ipaddress.ip_network((a >> (host - plen) << (host - plen), plen))
-            if self.safety.why_unsafe(sub) is None:
-                return sub
+            first = a >> (host - plen) << (host - plen)
+            if self.safety.why_unsafe_range(net.version, plen, first) is None:
+                return prefix_network(net.version, first, plen, exact=True)
             inside -= shared[plen]
         return None
 

@@ -40,9 +40,9 @@ MANIFEST = "var/lib/f2b-ext/manifest.json"
 SUPPORTED = ((1, 0), (1, 1))
 
 # The lab: network namespaces it enters, forged raw frames, the live demo and its
-# private fail2ban-server. Never installed next to the firewall daemon; the command line
+# private fail2ban-server, the fleet lab. Never installed next to the firewall daemon; the command line
 # reaches it only from `f2b-ext demo`.
-LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server"})
+LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server", "fleetlab"})
 # Besides the modules action.d/*.py import: what the synwatch unit runs with fail2ban's Python.
 RUNTIME_ENTRIES = ("__init__", "__main__", "synwatcher")
 

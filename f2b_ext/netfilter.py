@@ -5,9 +5,11 @@ How it works
 `parse_message()` reads the kernel's record out of one log message. The record has the
 fixed grammar of the kernel's `net/netfilter/nf_log_syslog.c` (iptables/ip6tables `-j LOG`,
 nftables `log`): `<prefix>IN= OUT= [PHYSIN= PHYSOUT=] [MAC...] SRC= DST= <ip fields>
-PROTO=...`. The parser walks that grammar token by token and never looks inside the
-bracketed packet that ICMP errors embed, so a `SRC=` there can never be mistaken for the
-sender. It returns a `Record` (plain data) or None.
+PROTO=...` (older kernels: `IN= [PHYSIN=] OUT= [PHYSOUT=]`). Numbers are ASCII digits
+(at most 10: 32 bits) and addresses are read in the kernel's own notation only. The
+parser walks that grammar token by token and never looks inside the bracketed packet
+that ICMP errors embed, so a `SRC=` there can never be mistaken for the sender. It
+returns a `Record` (plain data) or None.
 
 `classify()` applies the rule tables below to a `Record` and a `Policy` (the filter's
 parameters) and returns a `Verdict`: is it an attempt, who is the remote, and why.
@@ -70,15 +72,37 @@ PROTOCOL_NAMES = {"2": "IGMP", "4": "IPIP", "41": "IPv6-in-IPv4", "47": "GRE",
 # Destinations that are not this host alone: multicast and broadcast.
 MULTICAST_NETS = (ipaddress.ip_network("224.0.0.0/4"), ipaddress.ip_network("ff00::/8"))
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
-# A remote that is nobody.
-UNSPECIFIED = (ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::"))
+# Remotes that never count, most specific first (the first that holds an address names
+# the reason). The filter's __never_remote is the same table as a regex.
+NEVER_REMOTE = tuple((ipaddress.ip_network(net), why) for net, why in (
+    ("0.0.0.0/8", "unspecified ('this network', 0.0.0.0/8): nobody to ban"),
+    ("::/128", "unspecified address (::): nobody to ban"),
+    ("127.0.0.0/8", "loopback address: on a real interface a forged martian"),
+    ("::1/128", "loopback address: on a real interface a forged martian"),
+    ("169.254.0.0/16", "link-local address (169.254/16): a LAN neighbour"),
+    ("fe80::/10", "link-local address (fe80::/10): a LAN neighbour, perhaps the router"),
+    ("::ffff:0:0/96", "IPv4-mapped IPv6 address: never an IPv4 host's ban"),
+    ("::ffff:0:0:0/96", "IPv4-translated IPv6 address: never an IPv4 host's ban"),
+    ("::/96", "IPv4-compatible IPv6 address: never an IPv4 host's ban"),
+    ("64:ff9b::/96", "NAT64 address (embeds an IPv4 host): never an IPv4 host's ban"),
+    ("64:ff9b:1::/48", "NAT64 address (embeds an IPv4 host): never an IPv4 host's ban"),
+))
+LOOPBACK_IFACE = "lo"
+# Default inside interfaces (filter's insideifaces): bridges and links of containers and VMs.
+DEFAULT_INSIDE_IFACES = (r"(?=[bcdfiklpvw])(?:docker[0-9]+|br-[0-9a-f]{12}|podman[0-9]+|cni-podman[0-9]+|virbr[0-9]+|"
+                         r"vnet[0-9]+|lxcbr[0-9]+|lxdbr[0-9]+|incusbr[0-9]+|cni[0-9]+|flannel\.[0-9]+|"
+                         r"cali[0-9a-f]+|cilium_\w+|lxc[0-9a-f]+|weave|kube-bridge|veth\w+)")
+NO_ADDRESSES = "(?!)"
 
 # The filter's [Init] parameters that Policy reads (the rest keep their defaults here).
-POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols")
+POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
+                  "insideifaces", "insideaddrs")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
-# Default logprefix: any prefix (including none) without "=", at most the kernel's 127 chars.
-ANY_PREFIX = r"[^=]{0,127}?"
+# Default logprefix: any prefix (including none) without "=", at most the kernel's 127
+# chars, never ending in its own delimiter (": " or " " before IN=): the shortest split,
+# read greedily (no lazy retries).
+ANY_PREFIX = r"(?:[^=:\s]|:(?!\s?IN=)|\s(?!IN=)){0,127}"
 # Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
 ANY_PROTOCOL = r"\w+"
 PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
@@ -100,6 +124,13 @@ class Record:
     dpt: Optional[int] = None
     flags: Optional[frozenset] = None   # TCP flag words; None when the header was not logged
     icmp_type: Optional[int] = None
+    physin: tuple = ()              # bridge ports the packet came in on (PHYSIN=)
+    physout: Optional[str] = None   # bridge port it leaves by (PHYSOUT=)
+    truncated: bool = False         # "PROTO=X INCOMPLETE [n bytes]": header cut short
+
+    @property
+    def forwarded(self) -> bool:
+        return bool(self.in_iface and self.out_iface)
 
     @property
     def direction(self) -> str:
@@ -119,16 +150,26 @@ class Policy:
     logprefix: str = ANY_PREFIX
     reply_ports: frozenset = field(default_factory=lambda: frozenset(DEFAULT_REPLY_PORTS))
     protocols: Optional[frozenset] = None       # PROTO= words that may count; None: all
+    inside_ifaces: str = DEFAULT_INSIDE_IFACES  # regex over whole interface names
+    inside_addrs: str = NO_ADDRESSES            # regex matched at the start of the remote's text
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}: {self.direction!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}: {self.mode!r}")
-        try:
-            re.compile(self.logprefix)
-        except re.error as exc:
-            raise ValueError(f"logprefix is not a valid regex: {exc}") from None
+        for name, value in (("logprefix", self.logprefix), ("insideifaces", self.inside_ifaces),
+                            ("insideaddrs", self.inside_addrs)):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{name} is not a valid regex: {exc}") from None
+
+    def inside_iface(self, name: Optional[str]) -> bool:
+        return bool(name) and _fullmatch(self.inside_ifaces, name)
+
+    def inside_addr(self, addr: "Address") -> bool:
+        return _match(self.inside_addrs, kernel_notation(addr))
 
     @classmethod
     def from_filter_options(cls, options: dict) -> "Policy":
@@ -143,6 +184,10 @@ class Policy:
                 if value != ANY_PROTOCOL and not all(re.fullmatch(r"[A-Za-z0-9]+", w) for w in words):
                     raise ValueError(f"protocols must be PROTO= words joined by '|' (TCP|UDP, 47): {value!r}")
                 kwargs["protocols"] = None if value == ANY_PROTOCOL else frozenset(words)
+            elif key == "insideifaces":
+                kwargs["inside_ifaces"] = value
+            elif key == "insideaddrs":
+                kwargs["inside_addrs"] = value
             elif key == "replyports":
                 ports = value.split("|")
                 if not all(p.isdigit() and int(p) < 65536 for p in ports):
@@ -159,9 +204,11 @@ BACKSCATTER = "backscatter"          # TCP ACK/RST answering a packet forged wit
 ICMP_ANSWER = "icmp answer"          # ICMP reply or error: answers somebody's packet
 REPLY_PORT = "reply port"            # UDP from a reply port
 OWN_REPLY = "own reply"              # this host's own TCP answer, logged on output
+INSIDE = "inside"                    # this host, its own client or transit, by interface
+NEVER = "never banned"               # loopback, link-local, IPv4-embedding, unspecified
 TO_MANY = "multicast/broadcast"
 NOT_READ = "not read"                # other direction or protocol than the filter reads
-OTHER = "other"                      # housekeeping, truncated headers, nobody to ban
+OTHER = "other"                      # housekeeping, fragments without a header, nobody to ban
 NOT_NETFILTER = "not netfilter"
 
 
@@ -229,15 +276,39 @@ class _Tokens:
         return False
 
 
+_RES = re.compile(r"0x[0-9a-f]{2}")
 _HEX2 = re.compile(r"0x[0-9A-Fa-f]{2}")
+_IP4_OPT = re.compile(r"\([0-9A-Fa-f]*\)")
 _MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*")
-_IPV4 = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")       # %pI4: no leading zeros, ASCII
 _IPV6_FULL = re.compile(r"[0-9a-f]{4}(?::[0-9a-f]{4}){7}")
 
 
 def _number(text: Optional[str]) -> Optional[int]:
-    # isdecimal() is exactly the regex \d+ (Unicode category Nd), which int() accepts
-    return int(text) if text is not None and text.isdecimal() else None
+    # the filter's __n: the kernel prints %u, ASCII digits without leading zeros; the
+    # length bound also keeps int() off hostile 5,000-digit fields (Python's digit limit)
+    if text and len(text) <= 10 and text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+        return int(text)
+    return None
+
+
+def kernel_notation(addr: Address) -> str:
+    """The address as the kernel prints it: dotted IPv4, fully expanded IPv6."""
+    return addr.exploded if addr.version == 6 else str(addr)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _fullmatch(pattern: str, text: str) -> bool:
+    return _compiled(pattern).fullmatch(text) is not None
+
+
+def _match(pattern: str, text: str) -> bool:
+    return _compiled(pattern).match(text) is not None
 
 
 @functools.lru_cache(maxsize=65536)      # logs repeat addresses (the server's own in every line)
@@ -263,10 +334,8 @@ def _split_prefix(head: str, logprefix: str) -> Optional[str]:
 
 
 def _skip_l2(tok: _Tokens) -> Optional[str] | bool:
-    """PHYSIN/PHYSOUT and the MAC header; returns the destination MAC, None if absent,
-    or False if the fields are malformed."""
-    tok.field("PHYSIN")
-    tok.field("PHYSOUT")
+    """The MAC header; returns the destination MAC, None if absent, or False if the
+    fields are malformed."""
     mac = tok.field("MAC")
     if mac is not None:
         if mac and not _MAC.fullmatch(mac):
@@ -279,7 +348,7 @@ def _skip_l2(tok: _Tokens) -> Optional[str] | bool:
         macdst = tok.field("MACDST")
         if macdst is None:
             return False
-        if tok.field("VPROTO") is not None and tok.field("VID") is None:
+        if tok.field("VPROTO") is not None and _number(tok.field("VID")) is None:
             return False
         if tok.field("MACPROTO") is None:
             return False
@@ -300,56 +369,71 @@ def _skip_ip_fields(tok: _Tokens) -> bool:
         for word in ("CE", "DF", "MF"):
             tok.flag(word)
         if tok.peek().startswith("FRAG:"):
-            tok.take()
-        if tok.peek() == "OPT" and tok.items[tok.pos + 1:tok.pos + 2] and \
-                tok.items[tok.pos + 1].startswith("(") and tok.items[tok.pos + 1].endswith(")"):
+            if _number(tok.take()[5:]) is None:
+                return False
+        if tok.peek() == "OPT" and _IP4_OPT.fullmatch(tok.items[tok.pos + 1]):
             tok.pos += 2
         return True
     if not (_number(tok.field("TC")) is not None and _number(tok.field("HOPLIMIT")) is not None
             and _number(tok.field("FLOWLBL")) is not None):
         return False
-    # Extension headers: "OPT ( ... ) " groups (with log-ip-options) or bare "FRAG:n ID:x".
-    for _ in range(8):
-        if tok.peek() == "OPT" and tok.items[tok.pos + 1:tok.pos + 2] == ["("]:
-            end = tok.pos + 2
-            while end < len(tok.items) and tok.items[end] != ")" and end - tok.pos < 6:
-                end += 1
-            if end >= len(tok.items) or tok.items[end] != ")":
+    # Extension headers, as many as the kernel prints: "OPT ( [FRAG:n [INCOMPLETE] ID:x |
+    # AH SPI=0x..] ) " groups (with log-ip-options) or bare "FRAG:n [INCOMPLETE] ID:x".
+    while True:
+        if tok.peek() == "OPT" and tok.items[tok.pos + 1] == "(":
+            tok.pos += 2
+            if tok.peek().startswith("FRAG:"):
+                if not _frag6(tok):
+                    return False
+            elif tok.peek() == "AH" and _SPI.fullmatch(tok.items[tok.pos + 1]):
+                tok.pos += 2
+            if not tok.flag(")"):
                 return False
-            tok.pos = end + 1
         elif tok.peek().startswith("FRAG:"):
-            tok.take()
-            tok.flag("INCOMPLETE")
-            if tok.peek().startswith("ID:"):
-                tok.take()
+            if not _frag6(tok):
+                return False
         else:
-            break
-    return True
+            return True
+
+
+_SPI = re.compile(r"SPI=0x[0-9a-f]+")
+_FRAG_ID = re.compile(r"ID:[0-9a-f]{8}")
+
+
+def _frag6(tok: _Tokens) -> bool:
+    """IPv6 fragment header: FRAG:<offset> [INCOMPLETE] ID:<8 hex digits>."""
+    if _number(tok.take()[5:]) is None:
+        return False
+    tok.flag("INCOMPLETE")
+    return bool(_FRAG_ID.fullmatch(tok.take()))
 
 
 def _proto_fields(tok: _Tokens, proto: str) -> dict:
     """Ports, flags and ICMP type after PROTO=; missing parts stay None (fragments,
     INCOMPLETE headers)."""
     out: dict = {}
-    if proto in ("TCP", "UDP", "UDPLITE"):
+    if proto in TRUNCATABLE and tok.peek() == "INCOMPLETE" and tok.items[tok.pos + 1].startswith("["):
+        out["truncated"] = True
+    elif proto in ("TCP", "UDP", "UDPLITE"):
         spt, dpt = _number(tok.field("SPT")), _number(tok.field("DPT"))
         if spt is None or dpt is None:
             return out
         if proto != "TCP":
-            if _number(tok.field("LEN")) is not None:      # the kernel always prints it
+            if tok.field("LEN") is not None:      # the kernel always prints it
                 out.update(spt=spt, dpt=dpt)
             return out
         out.update(spt=spt, dpt=dpt)
-        if tok.field("SEQ") is not None and tok.field("ACK") is None:
+        seq = tok.field("SEQ")
+        if seq is not None and (_number(seq) is None or _number(tok.field("ACK")) is None):
             return out
-        if _number(tok.field("WINDOW")) is None or tok.field("RES") is None:
+        if _number(tok.field("WINDOW")) is None or not _RES.fullmatch(tok.field("RES") or ""):
             return out
         flags = [word for word in TCP_FLAG_ORDER if tok.flag(word)]
         if tok.field("URGP") is not None:
             out["flags"] = frozenset(flags)
     elif proto in ("ICMP", "ICMPv6"):
         itype = _number(tok.field("TYPE"))
-        if itype is not None and _number(tok.field("CODE")) is not None:
+        if itype is not None and tok.field("CODE") is not None:
             out["icmp_type"] = itype
     return out
 
@@ -368,7 +452,12 @@ def parse_message(message: str, logprefix: str = ANY_PREFIX) -> Optional[Record]
 
 def _parse_record(prefix: str, text: str) -> Optional[Record]:
     tok = _Tokens(text)
-    in_iface, out_iface = tok.field("IN"), tok.field("OUT")
+    # IN OUT PHYSIN PHYSOUT (nf_log_syslog), or IN PHYSIN OUT PHYSOUT (older kernels)
+    in_iface = tok.field("IN")
+    physin = (tok.field("PHYSIN"),)
+    out_iface = tok.field("OUT")
+    physin += (tok.field("PHYSIN"),)
+    physout = tok.field("PHYSOUT")
     if in_iface is None or out_iface is None or not (in_iface or out_iface):
         return None
     mac_dst = _skip_l2(tok) if in_iface else None
@@ -383,7 +472,8 @@ def _parse_record(prefix: str, text: str) -> Optional[Record]:
     if not proto:
         return None
     return Record(prefix=prefix, in_iface=in_iface, out_iface=out_iface, mac_dst=mac_dst,
-                  src=src, dst=dst, proto=proto, **_proto_fields(tok, proto))
+                  src=src, dst=dst, proto=proto, physin=tuple(p for p in physin if p is not None),
+                  physout=physout, **_proto_fields(tok, proto))
 
 
 # --- Decision ----------------------------------------------------------------------
@@ -400,7 +490,7 @@ def _not_to_us_alone(rec: Record) -> Optional[str]:
 
 def _tcp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.flags is None:
-        return OTHER, "TCP header not logged (fragment or truncated)"
+        return OTHER, "TCP header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     if rec.direction == "out":
         if TCP_OPEN_FLAG in rec.flags and not rec.flags & TCP_ANSWER_FLAGS:
             return ATTEMPT, "new outbound TCP connection"
@@ -418,7 +508,7 @@ def _tcp(rec: Record, policy: Policy) -> tuple[str, str]:
 
 def _udp(rec: Record, policy: Policy) -> tuple[str, str]:
     if rec.spt is None:
-        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     if rec.spt in policy.reply_ports:
         name = DEFAULT_REPLY_PORTS.get(rec.spt, "reply")
         return REPLY_PORT, f"reply port: UDP from port {rec.spt} ({name}) is a late reply or reflection"
@@ -429,7 +519,7 @@ def _icmp(rec: Record, policy: Policy) -> tuple[str, str]:
     requests, names = (ICMP_REQUESTS, ICMP_NAMES) if rec.proto == "ICMP" \
         else (ICMPV6_REQUESTS, ICMPV6_NAMES)
     if rec.icmp_type is None:
-        return OTHER, f"{rec.proto} header not logged (fragment or truncated)"
+        return OTHER, f"{rec.proto} header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     name = names.get(rec.icmp_type, f"type {rec.icmp_type}")
     if rec.icmp_type in requests:
         return ATTEMPT, f"{rec.proto} {name}"
@@ -437,6 +527,11 @@ def _icmp(rec: Record, policy: Policy) -> tuple[str, str]:
         return OTHER, f"ICMPv6 {name}: LAN housekeeping, never an attempt"
     return ICMP_ANSWER, f"{rec.proto} {name}: an answer or error, never an attempt"
 
+
+# Protocols whose header the kernel reads, and reports cut short as "INCOMPLETE [n bytes]".
+# One rule for all: a truncated transport header is an attempt. No network stack answers
+# with a cut-short header, so its sender crafted it (nmap -sO, tiny-fragment evasion).
+TRUNCATABLE = frozenset({"TCP", "UDP", "UDPLITE", "ICMP", "ICMPv6", "ESP", "AH"})
 
 PROTOCOL_RULES = {"TCP": _tcp, "UDP": _udp, "UDPLITE": _udp, "ICMP": _icmp, "ICMPv6": _icmp}
 
@@ -452,24 +547,71 @@ def classify(rec: Optional[Record], policy: Policy = Policy()) -> Verdict:
         return Verdict(False, "not a netfilter LOG line", kind=NOT_NETFILTER)
     if policy.direction != "any" and rec.direction != policy.direction:
         return Verdict(False, f"direction {rec.direction}, filter reads {policy.direction}", rec, NOT_READ)
+    why = _inside(rec, policy)
+    if why:
+        return Verdict(False, why, rec, INSIDE)
     why = _not_to_us_alone(rec)
     if why:
         return Verdict(False, why, rec, TO_MANY)
-    if rec.remote in UNSPECIFIED:
-        return Verdict(False, "unspecified address, nobody to ban", rec, OTHER)
     if policy.protocols is not None and rec.proto not in policy.protocols:
         return Verdict(False, f"protocol {protocol_name(rec.proto)}, filter reads "
                               + "|".join(sorted(policy.protocols)), rec, NOT_READ)
     rule = PROTOCOL_RULES.get(rec.proto)
-    if rule:
+    if rec.truncated:
+        kind, reason = ATTEMPT, (f"{rec.proto} header cut short (INCOMPLETE): no network stack "
+                                 "answers so, its sender crafted it")
+    elif rule:
         kind, reason = rule(rec, policy)
     elif rec.proto in NEVER_ATTEMPT_PROTOCOLS:
         kind, reason = OTHER, f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping"
-    elif rec.proto.isdigit() or rec.proto in ("ESP", "AH"):
+    elif _number(rec.proto) is not None or rec.proto in ("ESP", "AH"):
         kind, reason = ATTEMPT, f"protocol {protocol_name(rec.proto)} sent unsolicited"
     else:
         kind, reason = OTHER, f"unknown protocol {rec.proto!r}"
+    if kind == ATTEMPT:
+        # whatever the packet, some remotes are never banned (checked last, so that a
+        # non-attempt keeps its own category: backscatter, ICMP answer, housekeeping)
+        why = never_remote(rec.remote)
+        if why:
+            return Verdict(False, f"{why} ({reason})", rec, NEVER)
+        if policy.inside_addr(rec.remote):
+            return Verdict(False, f"inside address {rec.remote} (insideaddrs): this host's own "
+                                  f"client ({reason})", rec, INSIDE)
+        if rec.forwarded:
+            reason += f" (forwarded from {rec.in_iface} to inside {_exit(rec)})"
     return Verdict(kind == ATTEMPT, reason, rec, kind)
+
+
+def never_remote(addr: Address) -> Optional[str]:
+    """Why `addr` is never banned (NEVER_REMOTE), or None."""
+    for net, why in NEVER_REMOTE:
+        if addr in net:
+            return why
+    return None
+
+
+def _exit(rec: Record) -> str:
+    return rec.out_iface if not rec.physout else f"{rec.out_iface} (port {rec.physout})"
+
+
+def _inside(rec: Record, policy: Policy) -> Optional[str]:
+    """Why the record's remote is this host itself or its own client, by interface."""
+    if rec.direction == "out":
+        if rec.out_iface == LOOPBACK_IFACE:
+            return "loopback interface (OUT=lo): this host talking to itself"
+        for name in (rec.out_iface, rec.physout):
+            if policy.inside_iface(name):
+                return f"sent to inside interface {name}: this host's own client"
+        return None
+    if rec.in_iface == LOOPBACK_IFACE:
+        return "loopback interface (IN=lo): this host talking to itself"
+    for name in (rec.in_iface, *rec.physin):
+        if policy.inside_iface(name):
+            return f"arrived on inside interface {name}: this host's own client (container, VM)"
+    if rec.forwarded and not (policy.inside_iface(rec.out_iface) or policy.inside_iface(rec.physout)):
+        return (f"forwarded from {rec.in_iface} to {_exit(rec)}, neither named inside: an inside "
+                "client's outbound packet or transit (name the inside with insideifaces)")
+    return None
 
 
 def judge_line(line: str, policy: Policy = Policy()) -> Verdict:
@@ -477,4 +619,8 @@ def judge_line(line: str, policy: Policy = Policy()) -> Verdict:
     split = kernel_message(line)
     if split is None:
         return Verdict(False, "not a kernel line", kind=NOT_NETFILTER)
-    return classify(parse_message(split[1], policy.logprefix), policy)
+    verdict = classify(parse_message(split[1], policy.logprefix), policy)
+    if verdict.kind == NOT_NETFILTER and "IN=" in split[1] and "SRC=" in split[1]:
+        return Verdict(False, "not a record the kernel prints (an address or number not in its "
+                              "notation, a field out of place, or another LOG prefix)", kind=NOT_NETFILTER)
+    return verdict

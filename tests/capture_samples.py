@@ -23,9 +23,11 @@ from f2b_ext.lab import Lab  # noqa: E402
 import kernel_cases as kc  # noqa: E402
 
 STYLES = ("rfc3339", "classic", "nouptime")
-# Times the renderings carry, as failJSON "time" (UTC).
-STYLE_TIME = {"rfc3339": "2026-11-21T08:08:21.452534", "classic": "2026-11-21T08:08:21",
-              "nouptime": "2026-11-21T08:08:21"}
+# Times the renderings carry, as failJSON "time": local wall-clock time in fail2ban's
+# sample-test zone (CET), a stamp without a year read against its "now" (2005-08-14),
+# as tests/conftest.py's upstream_clock and fail2ban-testcases read them.
+STYLE_TIME = {"rfc3339": "2026-11-21T09:08:21", "classic": "2004-11-21T08:08:21",
+              "nouptime": "2004-11-21T08:08:21"}
 
 
 def _host(addr: str) -> str:
@@ -98,10 +100,48 @@ def capture_all() -> dict[str, list]:
     return captured
 
 
+def write_container(path: Path, pairs: list) -> int:
+    """The container host's records (kernel_cases.capture_container) in failJSON."""
+    out = ["# Kernel netfilter LOG lines captured from a real kernel by tests/capture_samples.py:",
+           "# a container host (a \"container\" namespace behind a bridge docker0 in the server,",
+           "# Docker-like NAT: a published port DNATed to it, its own traffic masqueraded),",
+           "# LOG in FORWARD and INPUT. Do not edit by hand. Expectations come from the case table",
+           "# in tests/kernel_cases.py (container_cases), never from the filter.", "",
+           "# ---- direction=in (default): inbound to a published port counts, the container never",
+           "# filterOptions: {}", ""]
+    n = 0
+    for i, (case, rec) in enumerate(pairs):
+        style = STYLES[i % len(STYLES)]
+        expect = bool(case and case.expect_in)
+        data = {"time": STYLE_TIME[style], "match": expect}
+        if expect:
+            data["host"] = _host(case.remote)
+            data["dir"] = "IN"
+        data["desc"] = case.name if case else "an answer to one of the cases (RST, ICMP error)"
+        out.extend([f"# failJSON: {json.dumps(data)}", rec.syslog(style, host="lab")])
+        n += 1
+    path.write_text("\n".join(out) + "\n")
+    return n
+
+
+def capture_container() -> list:
+    with Lab() as lab:
+        pairs = kc.capture_container(lab)
+    missing = [c.name for c in kc.container_cases() if not any(q and q.name == c.name for q, _ in pairs)]
+    if missing:
+        print(f"container: no kernel line for: {', '.join(missing)}", file=sys.stderr)
+    return pairs
+
+
 def main(argv: list[str]) -> int:
-    target = Path(argv[1]) if len(argv) > 1 else HERE / "samples" / "netfilter-captured"
-    n = write(target, capture_all())
-    print(f"wrote {n} samples to {target}")
+    """[OUTPUT] regenerates netfilter-captured and netfilter-container; --container only the latter."""
+    container = HERE / "samples" / "netfilter-container"
+    if "--container" not in argv:
+        target = Path(argv[1]) if len(argv) > 1 else HERE / "samples" / "netfilter-captured"
+        n = write(target, capture_all())
+        print(f"wrote {n} samples to {target}")
+    n = write_container(container, capture_container())
+    print(f"wrote {n} samples to {container}")
     return 0
 
 

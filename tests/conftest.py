@@ -1,5 +1,6 @@
 """Shared fixtures: a fail2ban config dir holding the suite's files, fail2ban's clock
-pinned (sample stamps without a year read as 2026), times in UTC."""
+pinned (sample stamps without a year read as 2026), times in UTC; and fail2ban's own
+sample-test clock (`upstream_clock`), under which the failJSON samples are checked."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,30 @@ from f2b_ext.f2b_filter import FilterRunner, config_dir, ensure_utc  # noqa: E40
 SAMPLES = ROOT / "tests" / "samples"
 # 2026-11-21T12:00:00Z: "Nov 21 08:08:21" and "Mar 21 ..." resolve to 2026.
 PINNED_NOW = 1795262400
+
+
+# fail2ban's tests/utils.py: TZ fixed to CET/CEST, "now" 2005-08-14T10:00:00Z. Sample
+# times (failJSON "time") are local wall-clock times under that zone, and a stamp without
+# a year reads as the last 2005-08-14 or before. test_upstream_harness checks these match.
+UPSTREAM_TZ = "CET-01CEST-02,M3.5.0,M10.5.0"
+UPSTREAM_NOW = 1124013600
+
+
+@pytest.fixture
+def upstream_clock():
+    """The zone and clock fail2ban's samplestestcase runs under, for one test."""
+    import time
+    from fail2ban.server.mytime import MyTime
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = UPSTREAM_TZ
+    time.tzset()
+    MyTime.setTime(UPSTREAM_NOW)
+    try:
+        yield UPSTREAM_NOW
+    finally:
+        os.environ["TZ"] = saved if saved is not None else "UTC"
+        time.tzset()
+        MyTime.setTime(PINNED_NOW)
 
 
 def pytest_configure(config):
@@ -49,9 +74,10 @@ def runner(confdir):
 
 def assert_sample(case, found: list):
     """fail2ban's verdict on a failJSON sample (`found`: FilterRunner.match) is what the
-    sample expects: no match, or exactly one with its host, captures and time (UTC)."""
+    sample expects: no match, or exactly one with its host, captures and time (local
+    time, as fail2ban's samplestestcase reads it: run under `upstream_clock`)."""
     from datetime import datetime
-    import calendar
+    import time
     desc = case.expect.get("desc", "")
     if not case.should_match:
         assert found == [], f"matched but must not ({desc}): {[(m.ip, m.groups) for m in found]}"
@@ -63,7 +89,8 @@ def assert_sample(case, found: list):
         assert got == want, f"{key}: {got!r} != {want!r} ({desc})"
     if "time" in case.expect:
         when = datetime.fromisoformat(case.expect["time"])
-        assert match.time == pytest.approx(calendar.timegm(when.timetuple()) + when.microsecond / 1e6), desc
+        # exactly, as upstream compares (fail2ban keeps whole seconds of these stamps)
+        assert match.time == time.mktime(when.timetuple()) + when.microsecond / 1e6, desc
 
 
 def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
@@ -77,7 +104,7 @@ def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
 
 # -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
 KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
-               "SRC={src} DST=192.0.2.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
+               "SRC={src} DST={dst} LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
 TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
          "ICMP": " TYPE=8 CODE=0 ID=1 SEQ=1", "47": ""}
 
@@ -103,9 +130,13 @@ action = subnet-escalate.py[{params}]
 
 
 def kernel_line(src: str, proto: str = "TCP", when: float | None = None) -> str:
+    import ipaddress
     import time
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(when or time.time()))
-    return KERNEL_LINE.format(stamp=stamp, src=src, proto=proto, tail=TAILS[proto])
+    # as the kernel prints them: %pI6 expanded, both addresses of one family
+    src, dst = (ipaddress.ip_address(src).exploded, ipaddress.ip_address("2001:db8::1").exploded) \
+        if ":" in src else (src, "192.0.2.1")
+    return KERNEL_LINE.format(stamp=stamp, src=src, dst=dst, proto=proto, tail=TAILS[proto])
 
 
 # -- what a set action (nftset, ipset-net) is handed by fail2ban --

@@ -348,3 +348,113 @@ def capture(lab: Lab, profile: str, only: Optional[list[Probe]] = None) -> list[
         log.close()
     return out
 
+
+
+# -- a container host: a "container" namespace behind a bridge named docker0 in the
+# server, Docker-like NAT (a published port DNATed to it, its own traffic masqueraded),
+# every forwarded and input packet logged. Addresses stay in the lab's ranges.
+CONTAINER_NET, BRIDGE_V4, CONTAINER_V4 = "198.18.100.0/24", "198.18.100.1", "198.18.100.2"
+PUBLISHED = 8080
+BRIDGE = "docker0"          # a name the filter's default insideifaces knows
+
+
+@dataclass
+class ContainerCase:
+    name: str
+    act: Callable                   # (lab, container netns) -> None
+    match: Callable                 # kernel message -> bool: this case's own record
+    expect_in: bool
+    remote: str = ""
+
+
+def container_cases() -> list[ContainerCase]:
+    def inbound(lab, ctr):
+        from scapy.layers.inet import IP, TCP
+        lab.send(IP(src="203.0.113.90", dst=S4) / TCP(sport=40090, dport=PUBLISHED, flags="S"))
+
+    def inbound_backscatter(lab, ctr):
+        from scapy.layers.inet import IP, TCP
+        lab.send(IP(src="203.0.113.92", dst=S4) / TCP(sport=443, dport=PUBLISHED, flags="RA", ack=5, seq=7))
+
+    def outbound(lab, ctr):
+        with in_netns(ctr):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(("203.0.113.91", 4444))
+            except BlockingIOError:
+                pass
+            time.sleep(0.2)
+            s.close()
+
+    def outbound_udp(lab, ctr):
+        with in_netns(ctr):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"call home", ("203.0.113.93", 9999))
+            s.close()
+
+    def to_host(lab, ctr):
+        with in_netns(ctr):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect((BRIDGE_V4, 5432))
+            except BlockingIOError:
+                pass
+            time.sleep(0.2)
+            s.close()
+
+    return [
+        ContainerCase("inbound SYN to a published port, DNATed to the container (IN=uplink OUT=docker0)",
+                      inbound, lambda m: "SRC=203.0.113.90 " in m and f"OUT={BRIDGE} " in m, True, "203.0.113.90"),
+        ContainerCase("inbound ACK RST to the published port (backscatter; no connection, so not DNATed)",
+                      inbound_backscatter, lambda m: "SRC=203.0.113.92 " in m, False),
+        ContainerCase("the container's own outbound connection (IN=docker0 OUT=uplink): never",
+                      outbound, lambda m: f"IN={BRIDGE} " in m and "DST=203.0.113.91 " in m, False),
+        ContainerCase("the container's outbound UDP: never",
+                      outbound_udp, lambda m: f"IN={BRIDGE} " in m and "DST=203.0.113.93 " in m, False),
+        ContainerCase("the container to the host itself (IN=docker0 OUT=): never",
+                      to_host, lambda m: f"IN={BRIDGE} OUT= " in m and f"DST={BRIDGE_V4} " in m, False),
+    ]
+
+
+def capture_container(lab: Lab, prefix: str = "DOCKER-USER: ") -> list[tuple[Optional[ContainerCase], KernelRecord]]:
+    """Build the container behind docker0 inside the lab's server, play the cases, and
+    pair each kernel record with its case (None: other records, e.g. the kernels' answers)."""
+    from f2b_ext.lab import KernelLog, sh
+    ctr = f"{lab.server}c"
+    host_if, ctr_if = f"{lab.server}v", f"{lab.server}w"
+    sh("ip", "netns", "add", ctr)
+    try:
+        sh("ip", "-n", ctr, "link", "set", "lo", "up")
+        lab.server_sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        lab.server_sh("ip", "addr", "add", f"{BRIDGE_V4}/24", "dev", BRIDGE)
+        lab.server_sh("ip", "link", "set", BRIDGE, "up")
+        lab.server_sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ctr_if, "netns", ctr)
+        lab.server_sh("ip", "link", "set", host_if, "master", BRIDGE, "up")
+        sh("ip", "-n", ctr, "addr", "add", f"{CONTAINER_V4}/24", "dev", ctr_if)
+        sh("ip", "-n", ctr, "link", "set", ctr_if, "up")
+        sh("ip", "-n", ctr, "route", "add", "default", "via", BRIDGE_V4)
+        lab.server_sh("sysctl", "-qw", "net.ipv4.ip_forward=1")     # the server namespace's own
+        lab.server_sh("nft", "flush", "ruleset")
+        lab.server_sh("iptables", "-t", "nat", "-A", "PREROUTING", "-i", lab.server_if, "-p", "tcp",
+                      "--dport", str(PUBLISHED), "-j", "DNAT", "--to-destination", f"{CONTAINER_V4}:80")
+        lab.server_sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", CONTAINER_NET, "!", "-o", BRIDGE,
+                      "-j", "MASQUERADE")
+        for chain in ("FORWARD", "INPUT"):
+            lab.server_sh("iptables", "-A", chain, "-j", "LOG", "--log-prefix", prefix)
+        log = KernelLog((lab.server_if, BRIDGE))
+        out = []
+        try:
+            for case in container_cases():
+                case.act(lab, ctr)
+                for rec in log.read(settle=0.2, timeout=2.0):
+                    mine = CONTAINER_V4 in rec.message or lab.server_if in rec.message or \
+                        f"DST={BRIDGE_V4} " in rec.message
+                    if mine:
+                        out.append((case if case.match(rec.message) else None, rec))
+        finally:
+            log.close()
+        return out
+    finally:
+        sh("ip", "netns", "del", ctr, check=False)

@@ -9,8 +9,18 @@ from hypothesis import strategies as st
 from f2b_ext.netfilter import TCP_FLAG_ORDER
 
 V4_SPECIAL = ["0.0.0.0", "224.0.0.1", "239.255.255.250", "192.0.2.255", "255.255.255.255",
-              "198.51.100.1", "203.0.113.7", "198.18.0.9", "192.0.2.1"]
-V6_SPECIAL = ["::", "ff02::1", "ff05::2", "2001:db8::1", "2001:db8:ffff::7", "fe80::1"]
+              "198.51.100.1", "203.0.113.7", "198.18.0.9", "192.0.2.1", "127.0.0.1", "169.254.1.1",
+              "0.1.2.3", "192.168.1.20"]
+V6_SPECIAL = ["::", "ff02::1", "ff05::2", "2001:db8::1", "2001:db8:ffff::7", "fe80::1", "::1",
+              "::ffff:198.51.100.7", "::198.51.100.7", "::ffff:0:198.51.100.7", "64:ff9b::c633:6407",
+              "64:ff9b:1::1", "febf::1", "fec0::1", "2002:c633:6407::1"]
+# What the kernel never prints: other notations of an address (must never match).
+NOT_KERNEL = ["010.001.002.003", "999.0.2.7", "[192.0.2.7]", "\uff11\uff19\uff12.0.2.7", "2001:db8::7",
+              "2001:0DB8:0000:0000:0000:0000:0000:0007", "203.0.113.7."]
+# Interfaces: outside, inside (default insideifaces), loopback; bridge ports.
+IFACES_IN = ["eth0", "eth0", "eth0", "docker0", "br-0123456789ab", "lo", "eth1", "br0"]
+IFACES_OUT = ["eth1", "docker0", "virbr0", "cali1a2b3c", "br0", "eth0", "lo"]
+PORTS = ["", "", "", "PHYSIN=eth2 ", "PHYSIN=vethabc ", "PHYSOUT=veth123 ", "PHYSIN=eth2 PHYSOUT=eth3 "]
 
 
 def v4():
@@ -45,6 +55,9 @@ def tcp_part(draw):
     tail = draw(st.sampled_from(["", "OPT (020405B4) "]))
     if draw(st.integers(0, 20)) == 0:
         return draw(st.sampled_from(["PROTO=TCP ", "PROTO=TCP INCOMPLETE [4 bytes] "]))
+    if draw(st.integers(0, 10)) == 0:
+        return draw(st.sampled_from(["UDP", "UDPLITE", "ICMP", "ICMPv6", "ESP", "AH", "47", "FOO"]).map(
+            lambda p: f"PROTO={p} INCOMPLETE [0 bytes] "))
     return (f"PROTO=TCP SPT={draw(st.integers(0, 65535))} DPT={draw(st.integers(0, 65535))} {seq}"
             f"WINDOW=1024 RES=0x00 {''.join(f + ' ' for f in flags)}URGP=0 {tail}")
 
@@ -74,16 +87,26 @@ def netfilter_line(draw):
     family = draw(st.sampled_from([4, 6]))
     addr = v4() if family == 4 else v6()
     src, dst = draw(addr), draw(addr)
+    if draw(st.integers(0, 12)) == 0:
+        src = draw(st.sampled_from(NOT_KERNEL))
     direction = draw(st.sampled_from(["in", "in", "out", "fwd"]))
-    inn = "" if direction == "out" else "eth0"
-    out = "" if direction == "in" else "eth1"
+    inn = "" if direction == "out" else draw(st.sampled_from(IFACES_IN))
+    out = "" if direction == "in" else draw(st.sampled_from(IFACES_OUT))
     l2 = draw(st.sampled_from(MACS)) if inn else ""
+    ports = draw(st.sampled_from(PORTS))
+    old_order = draw(st.booleans())
     if family == 4:
         ipf = "LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 " + draw(st.sampled_from(["", "DF ", "CE DF MF ", "MF FRAG:100 "]))
     else:
-        ipf = "LEN=60 TC=0 HOPLIMIT=64 FLOWLBL=0 " + draw(st.sampled_from(["", "OPT ( ) ", "FRAG:0 ID:0000abcd "]))
+        ipf = "LEN=60 TC=0 HOPLIMIT=64 FLOWLBL=0 " + "".join(draw(st.lists(st.sampled_from(
+            ["OPT ( ) ", "FRAG:0 ID:0000abcd ", "OPT ( FRAG:8 INCOMPLETE ID:0000abcd ) ", "OPT ( AH SPI=0x2a ) "]),
+            max_size=12)))
     tail = draw(st.sampled_from(["", "UID=0 GID=0 ", "MARK=0x1 "]))
-    body = (f"{draw(st.sampled_from(PREFIXES))}IN={inn} OUT={out} {l2}SRC={src} DST={dst} "
+    physin = "".join(w + " " for w in ports.split() if w.startswith("PHYSIN="))
+    physout = "".join(w + " " for w in ports.split() if w.startswith("PHYSOUT="))
+    ifaces = (f"IN={inn} {physin}OUT={out} {physout}" if old_order    # older kernels' order
+              else f"IN={inn} OUT={out} {ports}")
+    body = (f"{draw(st.sampled_from(PREFIXES))}{ifaces}{l2}SRC={src} DST={dst} "
             f"{ipf}{draw(proto_part(family))}{tail}")
     if draw(st.booleans()):
         body = body.rstrip()          # syslog daemons may strip the trailing space

@@ -311,6 +311,9 @@ def test_the_network_index_finds_exactly_the_overlaps(nets, probe):
     got = index.overlap(q)
     assert (got is not None) == any(q.overlaps(n) for n in made)
     assert got is None or got.overlaps(q)
+    holder = index.covering(4, int(q.network_address), int(q.broadcast_address))
+    assert (holder is not None) == any(q.subnet_of(n) for n in made)
+    assert holder is None or q.subnet_of(holder)
 
 
 @settings(max_examples=300, deadline=None)
@@ -334,4 +337,4 @@ def test_narrowing_equals_the_plain_search(offsets, around, guard, need):
             if safety.why_unsafe(sub) is None:
                 return sub
         return None
-    assert e._safe_prefix(top, at, members, need) == plain()
+    assert e._safe_prefix(top, at, [int(m.network_address) for m in members], 32, need) == plain()

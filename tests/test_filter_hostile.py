@@ -95,3 +95,18 @@ def test_arbitrary_text_never_crashes_the_core(junk):
     nf.judge_line(junk)
     nf.judge_line(HEADER + junk)
     nf.parse_message(junk)
+
+
+@pytest.mark.parametrize("command", [["report"], ["report", "--json"], ["test"]])
+def test_a_5000_digit_field_never_aborts_report_or_test(tmp_path, command):
+    """Issue 14: int() refuses more than 4,300 digits (ValueError); one hostile line
+    used to end `f2b-ext report` and `test` with a traceback. It must cost nothing."""
+    import sys
+    from pathlib import Path
+    huge = GOOD.replace("DPT=23", "DPT=" + "9" * 5000).replace("SRC=203.0.113.7", "SRC=203.0.113.8")
+    log = tmp_path / "kern.log"
+    log.write_text("\n".join([huge, GOOD, HEADER + RECORD.replace("TTL=51", "TTL=" + "1" * 5000)]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", *command, str(log)], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert REMOTE in r.stdout and "203.0.113.8" not in r.stdout.replace("203.0.113.80", "")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import SAMPLES, PINNED_NOW, assert_sample
+from conftest import SAMPLES, assert_sample
 from f2b_ext import netfilter as nf
 from f2b_ext.samples import read_cases
 
@@ -35,9 +35,9 @@ def test_samples_exist_for_every_rule():
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_sample_through_fail2ban(case, runner):
+def test_sample_through_fail2ban(case, runner, upstream_clock):
     run = runner(filter_options(case))
-    assert_sample(case, run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None))
+    assert_sample(case, run.match(case.line, journal_time=upstream_clock if is_journal(case) else None))
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -50,16 +50,16 @@ def test_core_agrees_with_sample(case):
         assert verdict.remote == ipaddress.ip_address(case.expect["host"])
 
 
-def test_every_failregex_has_samples(runner):
+def test_every_failregex_has_samples(runner, upstream_clock):
     """fail2ban's own rule: a regex without a matching sample is untested."""
     used = set()        # as fail2ban does: a regex counts as used under any options
     for case in CASES:
         if not case.should_match:
             continue
         run = runner(filter_options(case))
-        for m in run.match(case.line, journal_time=PINNED_NOW if is_journal(case) else None):
+        for m in run.match(case.line, journal_time=upstream_clock if is_journal(case) else None):
             used.add(run.failregexes[m.regex_index])
-    for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}):
+    for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}, {"protocols": "47"}):
         missing = [i for i, r in enumerate(runner(opts).failregexes) if r not in used]
         assert not missing, f"{opts}: failregex #{missing} has no sample"
 

@@ -51,3 +51,26 @@ def test_fresh_kernel_lines(runner, captured, profile, direction, style):
         if not ok:
             wrong.append((probe.name if probe else "answer", got_ips, verdict.reason, rec.message))
     assert wrong == []
+
+
+def test_container_host_fresh_lines(runner):
+    """A container behind docker0 with Docker-like NAT, on the real kernel: an outsider's
+    SYN to the published port (forwarded into docker0) is banned; the container's own
+    traffic, out or to the host, and every answer are not (filter and core alike)."""
+    import kernel_cases as kc
+    from f2b_ext.lab import Lab
+    with Lab() as lab:
+        pairs = kc.capture_container(lab)
+    names = {case.name for case, _ in pairs if case}
+    assert names == {case.name for case in kc.container_cases()}
+    wrong = []
+    for case, rec in pairs:
+        want = bool(case and case.expect_in)
+        line = rec.syslog("rfc3339")
+        found, verdict = runner({}).match(line), nf.judge_line(line)
+        ok = bool(found) == want == verdict.attempt
+        if want and ok:
+            ok = [m.ip for m in found] == [case.remote] and str(verdict.remote) == case.remote
+        if not ok:
+            wrong.append((case.name if case else "answer", [m.ip for m in found], verdict.reason, rec.message))
+    assert wrong == []

@@ -133,7 +133,9 @@ def test_policy_rejects_bad_parameters():
 POLICIES = [dict(), dict(direction="out"), dict(direction="any"), dict(mode="aggressive"),
             dict(logprefix="FINAL_REJECT"), dict(logprefix=r"\[UFW BLOCK\]"),
             dict(direction="out", logprefix="UNKNOWN_OUTGOING"), dict(protocols="47"),
-            dict(direction="any", protocols="TCP|ICMPv6|50")]
+            dict(direction="any", protocols="TCP|ICMPv6|50"),
+            dict(insideifaces="eth1|eth2|docker[0-9]+"), dict(direction="any", insideifaces="br0|veth\\w+"),
+            dict(insideaddrs=r"192\.168\.|2001:0db8:ffff:"), dict(direction="out", insideaddrs=r"203\.0\.113\.")]
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -146,3 +148,53 @@ def test_regex_and_core_agree_on_generated_lines(runner, line, policy):
     if found:
         assert len(found) == 1
         assert ipaddress.ip_address(found[0].ip) == verdict.remote
+
+
+def test_filter_defaults_are_the_cores():
+    """The filter's [Init] insideifaces is the core's default (one fact, two notations)."""
+    import re as _re
+    from pathlib import Path
+    conf = (Path(__file__).resolve().parent.parent / "filter.d" / "netfilter.conf").read_text()
+    assert _re.search(r"^insideifaces = (.*)$", conf, _re.M).group(1) == nf.DEFAULT_INSIDE_IFACES
+    assert _re.search(r"^insideaddrs = (.*)$", conf, _re.M).group(1) == nf.NO_ADDRESSES
+
+
+def _never_remote_edges():
+    for net, _ in nf.NEVER_REMOTE:
+        for addr in (net.network_address, net.broadcast_address, net.network_address + net.num_addresses // 2):
+            yield addr
+        # just outside, on both sides
+        for addr in (int(net.network_address) - 1, int(net.broadcast_address) + 1):
+            if 0 <= addr < 2 ** net.max_prefixlen:
+                yield ipaddress.ip_address(addr) if net.version == 4 else ipaddress.IPv6Address(addr)
+
+
+@pytest.mark.parametrize("addr", list(_never_remote_edges()), ids=str)
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_never_remote_table_and_regex_agree(runner, addr, direction):
+    """Every NEVER_REMOTE network's edges and middle (and its neighbours just outside),
+    as SRC inbound and DST outbound: the filter and the core agree, and neither bans
+    an address of the table."""
+    text = nf.kernel_notation(addr)
+    if addr.version == 4:
+        line = (HEAD + (IN4.replace("SRC=203.0.113.7", f"SRC={text}") if direction == "in"
+                        else OUT4.replace("DST=203.0.113.7", f"DST={text}")) + "PROTO=UDP SPT=40000 DPT=9 LEN=20 ")
+    else:
+        line = HEAD + (IN6.replace("SRC=2001:0db8:0000:0000:0000:0000:0000:0007", f"SRC={text}") if direction == "in"
+                       else f"IN= OUT=eth0 SRC=2001:0db8:0000:0000:0000:0000:0000:0001 DST={text} LEN=60 TC=0 "
+                            "HOPLIMIT=64 FLOWLBL=0 ") + "PROTO=UDP SPT=40000 DPT=9 LEN=20 "
+    verdict, found = both(runner, line, direction=direction)
+    assert verdict.attempt == bool(found), verdict.reason
+    listed = nf.never_remote(addr) is not None
+    multicast = direction == "out" and (any(addr in n for n in nf.MULTICAST_NETS)   # DST rules
+                                        or (addr.version == 4 and addr.packed[-1] == 255))
+    assert verdict.attempt is (not listed and not multicast), verdict.reason
+    if found:
+        assert ipaddress.ip_address(found[0].ip) == addr       # never turned into another form
+
+
+@pytest.mark.parametrize("n", [9, 64, 1000])
+def test_any_number_of_ipv6_extension_headers(runner, n):
+    line = HEAD + IN6 + "OPT ( ) " * n + "PROTO=TCP SPT=40000 DPT=22 WINDOW=1024 RES=0x00 SYN URGP=0 "
+    verdict, found = both(runner, line)
+    assert verdict.attempt and [m.ip for m in found] == ["2001:db8::7"]

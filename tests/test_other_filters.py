@@ -30,7 +30,7 @@ def test_samples_cover_matches_and_non_matches():
 
 
 @pytest.mark.parametrize("item", CASES, ids=case_id)
-def test_sample_through_fail2ban(item, runner):
+def test_sample_through_fail2ban(item, runner, upstream_clock):
     name, case = item
     assert_sample(case, runner(case.options, name).match(case.line))
 

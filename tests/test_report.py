@@ -88,6 +88,10 @@ KNOWN = {
 
 
 def f2b_ext(*args, **kw):
+    """The command; a report judges the test's log alone, never with this machine's own
+    dependencies (its live connections would change the answers)."""
+    if args and args[0] == "report":
+        args = (*args, "--no-dependencies")
     return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, **kw)
 
@@ -318,3 +322,24 @@ def test_report_on_what_the_kernel_logged_in_the_live_lab():
     assert s["protocols"]["47 (GRE)"] == 3
     assert {p: s["top_ports"] and next((x["attempts"] for x in s["top_ports"] if x["port"] == p), 0)
             for p in (23, 25, 80, 3389)} == {p: 6 for p in (23, 25, 80, 3389)}
+
+
+def test_report_marks_a_line_claiming_this_machines_gateway(tmp_path):
+    """Without --no-dependencies the report reads this machine's dependencies: a scan
+    "from" its gateway is listed as framing."""
+    from f2b_ext.host import gather
+    gateway = next((str(d.net.network_address) for d in gather().found
+                    if d.source == "gateway" and d.net.version == 4), None)
+    if gateway is None:
+        pytest.skip("this machine has no IPv4 gateway")
+    log = tmp_path / "netfilter.log"
+    log.write_text("".join(
+        f"2026-11-21T08:00:0{p}+00:00 fw kernel: [ 1.0] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
+        f"SRC={gateway} DST=198.51.100.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT=40000 DPT=2{p} "
+        "WINDOW=1024 RES=0x00 SYN URGP=0\n" for p in range(3)))
+    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "report", str(log), "--json"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["framing"] == [{"address": gateway, "dependency": "gateway", "records": 3}]
+    assert s["top_sources"] == [{"address": gateway, "attempts": 3, "dependency": "gateway"}]

@@ -1,0 +1,426 @@
+"""Adapter: the fleet agent (`f2b-ext fleet run`), its own process next to fail2ban.
+
+How it works
+------------
+Asyncio tasks around the pure core (f2b_ext.fleet), over one NATS connection:
+
+- publish: spool rows not yet acknowledged go to JetStream under this server's subject
+  `f2bx.bans.<server>`, each with its event id as `Nats-Msg-Id` (a re-send after a crash
+  is dropped by the stream's duplicate window), then are marked in the spool. While the
+  bus is down rows wait in the spool; nothing is lost.
+- consume: a durable pull consumer named after this server reads every server's subject
+  from where it left off. Each event is parsed strictly and decided by the Receiver
+  (refusal table, caps, ledger); accepted bans go to fail2ban in one socket call per
+  batch (`set <fleet jail> action fleet remotebans`), unbans as `unbanip`; the batch is
+  acknowledged only after fail2ban took it (at least once; the ledger makes repeats
+  no-ops). Every accepted host ban, and this server's own, feed the FleetEscalator.
+- escalate (inside consume): every agent sees the same events, so each proposes the
+  same fleet candidate; it is written to the decisions bucket with create (a
+  compare-and-set on revision 0): one server wins, the others read its decision by key.
+  Every agent applies a decision only if its own view supports it.
+- protected: this server's own addresses and dependencies go to the protected bucket
+  under its own key; every peer's are read back into the Receiver (direct gets by
+  key, no consumer: they keep working while a cluster member is down).
+
+A status file (JSON) says what the agent sees: servers, lag, spool depth, quarantined
+servers, verdict counts. `f2b-ext fleet status` prints it.
+"""
+from __future__ import annotations
+
+import asyncio
+import configparser
+import ipaddress
+import json
+import logging
+import os
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import fleet
+from .escalation import Escalator, Ladder, Safety, parse_duration
+from .fleet import (DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision,
+                    FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for)
+from .fleetspool import DEFAULT_SPOOL, Spool
+
+log = logging.getLogger("f2b-ext-fleet")
+DEFAULT_CONFIG = "/etc/f2b-ext/fleet.conf"
+DEFAULT_STATUS = "/run/f2b-ext/fleet-status.json"
+
+
+def local_protected() -> list[str]:
+    """What no fleet server may ever ban because this server depends on it: its own
+    addresses, gateways, IPv6 routers, resolvers and NTP servers given as addresses
+    (f2b_ext.host.gather(), issue 12's gatherer). Peers (remotes of open connections)
+    are not published: they change by the second and include whoever connected."""
+    from .host import gather
+    return sorted({str(d.net) for d in gather().found})
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    nats: list
+    peers: list = field(default_factory=list)
+    user: str = ""
+    password: str = ""
+    ca: str = ""
+    spool: str = DEFAULT_SPOOL
+    status: str = DEFAULT_STATUS
+    socket: str = "/var/run/fail2ban/fail2ban.sock"
+    jail: str = "f2b-ext-fleet"
+    action: str = "fleet"
+    protect: list = field(default_factory=list)
+    bogons: str = "default"
+    replicas: int = 1
+    min_servers: int = 2
+    single_cap: float = 3600
+    forged_cap: float = 600
+    max_ban: float = 7 * 86400
+    rate: float = 100
+    burst: float = 20000
+    quarantine: float = 600
+    hosts: int = 6
+    window: float = 3600
+    fleet_bantime: float = 3600
+    batch: int = 256
+
+    @classmethod
+    def read(cls, path: str, **override) -> "AgentConfig":
+        cp = configparser.ConfigParser(interpolation=None)
+        if not cp.read(path):
+            raise fleet.EventError(f"{path}: cannot read the fleet configuration")
+        s = dict(cp["fleet"]) if cp.has_section("fleet") else {}
+        s.update({k: v for k, v in override.items() if v is not None})
+        kw = {}
+        for name, typ in cls.__annotations__.items():
+            if name not in s:
+                continue
+            value = s[name]
+            if name in ("nats", "protect", "peers"):
+                kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "fleet_bantime"):
+                kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
+            elif typ in ("int", int):
+                kw[name] = int(value)
+            elif typ in ("float", float):
+                kw[name] = float(value)
+            else:
+                kw[name] = value
+        if "server" not in kw or "nats" not in kw:
+            raise fleet.EventError(f"{path}: [fleet] needs server and nats")
+        fleet.subject_for(kw["server"])
+        return cls(**kw)
+
+
+class Fail2banInbox:
+    """fail2ban's socket, spoken with fail2ban's own client (CSocket)."""
+
+    def __init__(self, sock: str, jail: str, action: str):
+        self.sock, self.jail, self.action = sock, jail, action
+
+    def _ask(self, *command):
+        from fail2ban.client.csocket import CSocket
+        client = CSocket(self.sock, timeout=30)
+        try:
+            code, value = client.send(list(command))
+        finally:
+            client.close()
+        if code != 0:
+            raise RuntimeError(f"fail2ban refused {command[:4]}: {value}")
+        return value
+
+    def ban(self, items: list):
+        return self._ask("set", self.jail, "action", self.action, "remotebans", json.dumps({"bans": items}))
+
+    def unban(self, target: str):
+        try:
+            self._ask("set", self.jail, "unbanip", target)
+        except RuntimeError as exc:
+            if "not banned" not in str(exc).lower():
+                raise
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, inbox=None):
+        self.cfg = cfg
+        self.subject = subject_for(cfg.server)
+        self.spool = Spool(cfg.spool) if inbox is not False else None
+        policy = Policy.parse(cfg.server, local_protected() + list(cfg.protect), cfg.bogons,
+                              single_cap=cfg.single_cap, forged_cap=cfg.forged_cap, max_ban=cfg.max_ban,
+                              min_servers=cfg.min_servers)
+        self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine))
+        safety = Safety(protected=policy.protected, bogons=policy.bogons, maxprefix={4: 16, 6: 32})
+        self.escalator = FleetEscalator(
+            Escalator(Ladder.parse(f"24:{cfg.hosts} 16:3", f"64:{cfg.hosts} 48:3"), cfg.window, safety),
+            cfg.min_servers)
+        self.inbox = inbox or Fail2banInbox(cfg.socket, cfg.jail, cfg.action)
+        self.verdicts: Counter = Counter()
+        self.seen: dict = {}                     # server -> (last event time, last lag)
+        self.decisions: dict = {}                # prefix -> FleetDecision applied here
+        self.decided_here = 0
+        self.published = 0
+        self.nc = self.js = None
+        self._stop = asyncio.Event()
+
+    # -- connection --
+    async def connect(self, retry: bool = True):
+        import nats
+        opts = dict(servers=self.cfg.nats, name=f"f2b-ext-fleet-{self.cfg.server}",
+                    max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=3,
+                    allow_reconnect=True)
+        if self.cfg.user:
+            opts.update(user=self.cfg.user, password=self.cfg.password)
+        if self.cfg.ca:
+            ctx = ssl.create_default_context(cafile=self.cfg.ca)
+            opts["tls"] = ctx
+        while True:
+            try:
+                self.nc = await nats.connect(**opts)
+                break
+            except Exception as exc:         # the bus is down: the spool keeps everything
+                if not retry:
+                    raise
+                log.warning("fleet: cannot reach NATS (%s); retrying", exc)
+                await asyncio.sleep(1)
+        self.js = self.nc.jetstream(timeout=5)
+
+    async def ensure_streams(self):
+        """Create the stream and buckets if missing (admin credentials; servers' own
+        credentials may not be allowed to)."""
+        from nats.js.api import StreamConfig
+        await self.js.add_stream(StreamConfig(name=STREAM, subjects=[fleet.SUBJECT_PREFIX + ">"],
+                                              max_age=self.cfg.max_ban, num_replicas=self.cfg.replicas,
+                                              duplicate_window=120))
+        for bucket in (PROTECTED_BUCKET, DECISIONS_BUCKET):
+            await self.js.create_key_value(bucket=bucket, history=1, replicas=self.cfg.replicas,
+                                           ttl=None if bucket == PROTECTED_BUCKET else self.cfg.max_ban)
+
+    async def run(self):
+        await self.connect()
+        tasks = [asyncio.create_task(t) for t in (self._publish(), self._consume(), self._protected(),
+                                                   self._status())]
+        await self._stop.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.nc.close()
+
+    def stop(self):
+        self._stop.set()
+
+    # -- publish --
+    async def _publish(self):
+        while True:
+            rows = await asyncio.to_thread(self.spool.pending, 500)
+            if not rows:
+                await asyncio.sleep(0.02)
+                continue
+            done = []
+            try:
+                acks = await asyncio.gather(*(self._publish_one(data) for _, data in rows), return_exceptions=True)
+            except Exception as exc:
+                acks = [exc]
+            for (seq, _), ack in zip(rows, acks):
+                if isinstance(ack, BaseException):
+                    break                        # keep order: retry from the first failure
+                done.append(seq)
+            if done:
+                await asyncio.to_thread(self.spool.ack, done)
+                self.published += len(done)
+            if len(done) < len(rows):
+                log.warning("fleet: publishing failed (%s); %d rows wait in the spool",
+                            next(a for a in acks if isinstance(a, BaseException)), self.spool.depth())
+                await asyncio.sleep(0.5)
+
+    async def _publish_one(self, data: bytes):
+        ev_id = json.loads(data)["id"]
+        return await self.js.publish(self.subject, data, stream=STREAM, headers={"Nats-Msg-Id": ev_id})
+
+    # -- consume --
+    async def _consume(self):
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        import nats.errors
+        sub = None
+        while sub is None:
+            try:
+                sub = await self.js.pull_subscribe(
+                    fleet.SUBJECT_PREFIX + ">", durable=self.cfg.server, stream=STREAM,
+                    config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                                          ack_wait=30, max_ack_pending=20000))
+            except Exception as exc:
+                log.warning("fleet: cannot bind the consumer (%s); retrying", exc)
+                await asyncio.sleep(1)
+        while True:
+            try:
+                msgs = await sub.fetch(self.cfg.batch, timeout=1)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("fleet: fetch failed (%s)", exc)
+                await asyncio.sleep(0.5)
+                continue
+            undo: list = []
+            try:
+                await self._handle(msgs, undo)
+            except Exception as exc:             # fail2ban did not take the batch: redeliver
+                self._undo(undo)
+                log.warning("fleet: batch of %d not applied (%s); it will be redelivered", len(msgs), exc)
+                for m in msgs:
+                    await m.nak(delay=1)
+                await asyncio.sleep(1)
+                continue
+            for m in msgs:
+                await m.ack()
+
+    def _undo(self, undo: list):
+        """Put the ledger back as it was before a batch fail2ban did not take, so its
+        redelivery is applied, not taken for a duplicate."""
+        ledger = self.receiver.ledger
+        for target, reports, applied in reversed(undo):
+            for table, old in ((ledger.reports, reports), (ledger.applied, applied)):
+                if old is None:
+                    table.pop(target, None)
+                else:
+                    table[target] = old
+
+    async def _handle(self, msgs, undo: list):
+        now = time.time()
+        ledger = self.receiver.ledger
+        bans, unbans, candidates = [], [], []
+        for m in msgs:
+            try:
+                ev = parse_event(m.data, m.subject, now)
+            except EventError as exc:
+                self.verdicts["malformed"] += 1
+                log.warning("fleet: refused an event on %s: %s", m.subject[:80], exc)
+                continue
+            self.seen[ev.origin] = (ev.at, now - ev.at)
+            old = ledger.reports.get(ev.target)
+            undo.append((ev.target, dict(old) if old is not None else None, ledger.applied.get(ev.target)))
+            d = self.receiver.decide(ev, now)
+            self.verdicts[d.verdict] += 1
+            for q in self.receiver.ratelimit.newly_quarantined:
+                log.warning("fleet: quarantined %s for %ds: it sent more than %s events/s",
+                            q, self.cfg.quarantine, self.cfg.rate)
+            self.receiver.ratelimit.newly_quarantined.clear()
+            if d.verdict == "apply":
+                bans.append([ev.address, d.until, ev.origin])
+            elif d.verdict == "unban":
+                unbans.append(ev.address)
+            elif d.verdict == "refuse" and d.reason != "our own event":
+                log.warning("fleet: refused %s %s from %s: %s", ev.kind, ev.address, ev.origin, d.reason)
+            if d.verdict in ("apply", "duplicate") or (d.reason == "our own event" and ev.kind == "ban"):
+                candidates += self.escalator.observe(ev)
+        if bans:
+            await asyncio.to_thread(self.inbox.ban, bans)
+        for target in unbans:
+            await asyncio.to_thread(self.inbox.unban, target)
+        for cand in candidates:
+            await self._decide(cand, now)
+
+    # -- escalation decided once --
+    async def _decide(self, cand, now: float):
+        import nats.js.errors
+        if cand.net in self.decisions:
+            return
+        kv = await self.js.key_value(DECISIONS_BUCKET)
+        decision = FleetDecision(cand.net, now + self.cfg.fleet_bantime, self.cfg.server, cand.reporters, now)
+        try:
+            await kv.create(fleet.decision_key(cand.net), decision.to_json())
+            self.decided_here += 1
+            log.warning("fleet: decided fleet ban of %s until %.0f (reporters %s)",
+                        cand.net, decision.until, ", ".join(cand.reporters))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await kv.get(fleet.decision_key(cand.net))
+            decision = FleetDecision.parse(entry.value)
+        await self._apply_decision(decision, now)
+
+    async def _apply_decision(self, d: FleetDecision, now: float):
+        if d.net in self.decisions or d.until <= now:
+            return
+        why = self.escalator.supports(d.net, now)
+        if why is not None:
+            self.verdicts["decision-unsupported"] += 1
+            return                               # maybe later, once our view caught up
+        self.decisions[d.net] = d
+        self.escalator.mark_banned(d.net, d.until, now)
+        await asyncio.to_thread(self.inbox.ban, [[str(d.net), d.until, d.decided_by]])
+        self.verdicts["fleet-escalation"] += 1
+        log.warning("fleet: banned %s until %.0f (fleet decision by %s)", d.net, d.until, d.decided_by)
+
+    # -- protected addresses --
+    async def _protected(self):
+        import nats.js.errors
+        mine = [str(ipaddress.ip_network(a, strict=False)) for a in local_protected() + list(self.cfg.protect)]
+        while True:
+            try:
+                kv = await self.js.key_value(PROTECTED_BUCKET)
+                await kv.put(self.cfg.server, json.dumps(sorted(set(mine))).encode())
+                for key in self.cfg.peers or await kv.keys():
+                    if key == self.cfg.server or not fleet.SERVER_RE.fullmatch(key):
+                        continue
+                    try:
+                        entry = await kv.get(key)
+                    except nats.js.errors.KeyNotFoundError:
+                        continue              # that server's agent has not started yet
+                    try:
+                        nets = json.loads(entry.value)
+                        assert isinstance(nets, list) and len(nets) <= 4096
+                    except Exception:
+                        log.warning("fleet: protected list of %s unreadable", key)
+                        continue
+                    for why in self.receiver.set_protected(key, [str(n) for n in nets]):
+                        log.warning("fleet: %s's protected entry ignored: %s", key, why)
+            except Exception as exc:
+                log.warning("fleet: protected bucket: %s", exc)
+            await asyncio.sleep(5)
+
+    # -- status --
+    def status(self) -> dict:
+        now = time.time()
+        return {"server": self.cfg.server, "time": now, "connected": bool(self.nc and self.nc.is_connected),
+                "spool_depth": self.spool.depth(), "published": self.published,
+                "servers": {s: {"last_event": t, "lag": round(lag, 3)} for s, (t, lag) in sorted(self.seen.items())},
+                "quarantined": self.receiver.ratelimit.quarantined(now),
+                "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items()},
+                "decided_here": self.decided_here,
+                "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()}}
+
+    async def _status(self):
+        path = Path(self.cfg.status)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            os.replace(tmp, path)
+            await asyncio.sleep(1)
+
+
+def create_streams(cfg: AgentConfig):
+    """Create the stream and buckets (idempotent), with the administrator's credential."""
+    async def main():
+        agent = Agent(cfg, inbox=False)
+        await agent.connect(retry=False)
+        try:
+            await agent.ensure_streams()
+        finally:
+            await agent.nc.close()
+    asyncio.run(main())
+
+
+def run(cfg: AgentConfig):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    async def main():
+        agent = Agent(cfg)
+        import signal
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        log.warning("fleet: agent %s starting (spool %s, %d rows pending)", cfg.server, cfg.spool, agent.spool.depth())
+        await agent.run()
+
+    asyncio.run(main())

@@ -1,0 +1,122 @@
+"""`f2b-ext fleet init` (f2b_ext/fleetinit.py) and the agent's configuration: what each
+server's credential may do, TLS files that verify, one-line CLI errors."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from f2b_ext import fleetinit
+from f2b_ext.fleetagent import AgentConfig
+
+SERVERS = {"a": "198.18.0.1", "b": "198.18.0.2", "c": "2001:db8::3"}
+
+
+def test_a_server_may_publish_only_under_its_own_subject_and_key():
+    allow = fleetinit.permissions("b")["publish"]
+    assert "f2bx.bans.b" in allow and not any(s.startswith("f2bx.bans.") and s != "f2bx.bans.b" for s in allow)
+    assert "$KV.f2bx-protected.b" in allow and "$KV.f2bx-protected.>" not in allow
+    # no wildcard over the JetStream API: it cannot delete, purge or edit the stream
+    assert not any(s in ("$JS.API.>", "$JS.>", ">") or "DELETE.F2BX" in s or "PURGE" in s or "UPDATE" in s
+                   for s in allow)
+    assert all(".F2BX_BANS.b" in s or "F2BX_BANS" not in s or s.endswith("INFO.F2BX_BANS") for s in allow)
+
+
+def test_plan_has_routes_to_the_others_tls_and_one_user_per_server():
+    plan = fleetinit.plan(SERVERS, "/store", "/certs")
+    conf = plan["a"]["nats-server.conf"]
+    assert 'listen: "198.18.0.1:4222"' in conf and "jetstream" in conf
+    assert re.search(r'routes: \["nats-route://198.18.0.2:6222", "nats-route://\[2001:db8::3\]:6222"\]', conf)
+    assert conf.count("tls {") == 2 and 'ca_file: "/certs/ca.crt"' in conf
+    assert re.findall(r'user: "(\w+)"', conf) == ["a", "b", "c", "admin"]
+    agent = plan["b"]["fleet.conf"]
+    assert "server = b" in agent and "user = b" in agent and "tls://[2001:db8::3]:4222" in agent
+    assert "replicas = 3" in agent and "peers = a b c" in agent
+
+
+@pytest.mark.parametrize("servers,message", [({"a b": "198.18.0.1"}, "server name"),
+                                             ({"a": "not-an-ip"}, "does not appear to be"),
+                                             ({"admin": "198.18.0.1"}, "reserved"), ({}, "at least one")])
+def test_plan_refuses_bad_servers(servers, message):
+    with pytest.raises(ValueError, match=message):
+        fleetinit.plan(servers)
+
+
+def test_written_files_agree_and_certificates_verify(tmp_path):
+    from cryptography import x509
+    out = tmp_path / "fleet"
+    fleetinit.write(out, SERVERS, "/store")
+    for name, addr in SERVERS.items():
+        cert = x509.load_pem_x509_certificate((out / name / f"{name}.crt").read_bytes())
+        r = subprocess.run(["openssl", "verify", "-CAfile", str(out / name / "ca.crt"), str(out / name / f"{name}.crt")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and ": OK" in r.stdout, r.stdout + r.stderr
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert addr in [str(i) for i in sans.get_values_for_type(x509.IPAddress)]
+        assert (out / name / f"{name}.key").stat().st_mode & 0o077 == 0
+        cfg = AgentConfig.read(str(out / name / "fleet.conf"))
+        assert cfg.server == name and cfg.user == name
+        # the password the agent has is the one every nats-server accepts for it
+        for other in SERVERS:
+            assert f'user: "{name}", password: "{cfg.password}"' in (out / other / "nats-server.conf").read_text()
+    assert not (out / "admin" / "ca.key").exists()
+    with pytest.raises(ValueError, match="not empty"):
+        fleetinit.write(out, SERVERS, "/store")
+
+
+def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):
+    conf = tmp_path / "fleet.conf"
+    conf.write_text("[fleet]\nserver = a\nnats = tls://198.18.0.1:4222, tls://198.18.0.2:4222\n"
+                    "single_cap = 10m\nprotect = 192.0.2.53 192.0.2.54\nmin_servers = 3\n")
+    cfg = AgentConfig.read(str(conf))
+    assert cfg.single_cap == 600 and cfg.nats == ["tls://198.18.0.1:4222", "tls://198.18.0.2:4222"]
+    assert cfg.protect == ["192.0.2.53", "192.0.2.54"] and cfg.min_servers == 3
+    conf.write_text("[fleet]\nserver = a\n")
+    with pytest.raises(ValueError, match="needs server and nats"):
+        AgentConfig.read(str(conf))
+
+
+@pytest.mark.parametrize("args,message", [(["fleet", "init", "a", "--out", "/nonexistent/x"], "NAME=ADDRESS"),
+                                          (["fleet", "status", "--status", "/nonexistent/s.json"], "no status"),
+                                          (["fleet", "run", "--config", "/nonexistent/f.conf"], "cannot read")])
+def test_cli_errors_are_one_line(args, message):
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
+    """The agent's ledger is rolled back when fail2ban refuses a batch, so the
+    redelivered events are applied, not taken for duplicates."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+    from f2b_ext.fleet import make_event
+    from f2b_ext.fleetagent import Agent
+
+    class Inbox:
+        def __init__(self):
+            self.fail, self.got = True, []
+
+        def ban(self, items):
+            if self.fail:
+                raise RuntimeError("fail2ban is restarting")
+            self.got += items
+
+    inbox = Inbox()
+    cfg = AgentConfig(server="b", nats=["tls://198.18.0.2:4222"], spool=str(tmp_path / "spool"),
+                      status=str(tmp_path / "status"), bogons="none")
+    agent = Agent(cfg, inbox=inbox)
+    now = time.time()
+    ev = make_event("ban", "203.0.113.7", "a", "j", now, now + 600, proto="TCP")
+    msgs = [SimpleNamespace(data=ev.to_json(), subject="f2bx.bans.a")]
+    undo = []
+    with pytest.raises(RuntimeError):
+        asyncio.run(agent._handle(msgs, undo))
+    agent._undo(undo)
+    inbox.fail = False
+    asyncio.run(agent._handle(msgs, []))
+    assert [i[0] for i in inbox.got] == ["203.0.113.7"]
+    asyncio.run(agent._handle(msgs, []))           # a real duplicate now
+    assert len(inbox.got) == 1

@@ -1,0 +1,181 @@
+"""The fleet end to end: three namespaces, each a server with its own nats-server
+(clustered, TLS, per-server credentials written by `f2b-ext fleet init`), real
+fail2ban-server with nftset, and fleet agent (f2b_ext/fleetlab.py). The tests run in
+order on one lab; each checks the kernel's sets, not only fail2ban's lists."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import is_root, kernel_line
+
+pytestmark = [pytest.mark.kernel,
+              pytest.mark.skipif(not is_root(), reason="needs root and network namespaces")]
+
+SETTINGS = dict(rate=50, burst=2500, quarantine=600, single_cap="10m", hosts=6, min_servers=2)
+RESOLVER_OF_A = "192.0.2.53"           # a dependency of A: never banned anywhere
+
+
+@pytest.fixture(scope="module")
+def lab():
+    import shutil
+    if not shutil.which("nats-server"):
+        pytest.skip("nats-server is not installed (make venv installs it)")
+    from f2b_ext.fleetlab import FleetLab
+    with FleetLab(agent_settings=SETTINGS, per_server={"a": {"protect": RESOLVER_OF_A}}) as lab:
+        # every agent has seen every other server's protected list
+        assert wait(lambda: all(len(lab.status(n).get("protected_by", {})) == 2 for n in "abc"), 60), \
+            {n: lab.status(n) for n in "abc"}
+        yield lab
+
+
+def wait(predicate, timeout=30, every=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())
+
+
+def event(origin, target, kind="ban", end_in=3600, ident=None, at=None):
+    from f2b_ext.fleet import make_event
+    now = at or time.time()
+    return make_event(kind, target, origin, "local", now, now + end_in, proto="TCP",
+                      seq=ident or f"t{time.monotonic_ns()}").to_json()
+
+
+def test_a_ban_on_a_is_in_b_and_c_kernel_sets(lab):
+    lab.f2b["a"].append(kernel_line("203.0.113.7"))
+    assert wait(lambda: "203.0.113.7" in lab.kernel_set("a", "local"))
+    assert wait(lambda: all("203.0.113.7" in lab.kernel_set(n) for n in "bc")), lab.agent_log("b")[-2000:]
+    # through fail2ban's own machinery: the fleet jail lists it, capped for a single reporter
+    bans = lab.f2b["b"].bans("f2b-ext-fleet")
+    assert "203.0.113.7" in bans and bans["203.0.113.7"] <= 600
+    assert "203.0.113.7" not in lab.kernel_set("a")          # A does not ban its own twice
+
+
+def test_an_admin_unban_on_a_propagates(lab):
+    lab.f2b["a"].client("set", "local", "unbanip", "203.0.113.7")
+    assert wait(lambda: all("203.0.113.7" not in lab.kernel_set(n) for n in "bc"))
+    assert "203.0.113.7" not in lab.f2b["b"].bans("f2b-ext-fleet")
+
+
+def test_a_restart_of_fail2ban_on_a_lifts_nothing_elsewhere(lab):
+    lab.f2b["a"].append(kernel_line("203.0.113.8"))
+    assert wait(lambda: all("203.0.113.8" in lab.kernel_set(n) for n in "bc"))
+    lab.f2b["a"].stop()                     # fail2ban unbans everything it holds on stop
+    lab.f2b["a"].start(timeout=60, jail="f2b-ext-fleet")
+    assert wait(lambda: "203.0.113.8" in lab.kernel_set("a", "local"))     # restored on A
+    time.sleep(3)
+    assert all("203.0.113.8" in lab.kernel_set(n) for n in "bc")
+    assert lab.status("b")["verdicts"].get("unban", 0) == 1               # only the admin's, above
+
+
+def test_c_cannot_publish_under_a_subject(lab):
+    from f2b_ext.fleetlab import publish_as
+    r = publish_as(lab, "c", "f2bx.bans.a", [event("a", "203.0.113.66")])
+    assert r["acked"] == 0 and any("permissions violation for publish to" in e.lower() and "f2bx.bans.a" in e
+                                   for e in r["errors"]), r
+    time.sleep(2)
+    assert all("203.0.113.66" not in lab.kernel_set(n) for n in "ab")
+
+
+@pytest.mark.parametrize("target,why", [("198.18.0.1", "protected by fleet server a"),
+                                        (RESOLVER_OF_A, "protected by fleet server a"),
+                                        ("0.0.0.0/0", "wider than"),
+                                        ("203.0.113.0/24", "fleet decision")])
+def test_c_banning_what_the_fleet_depends_on_is_refused_by_every_receiver(lab, target, why):
+    from f2b_ext.fleetlab import publish_as
+    r = publish_as(lab, "c", "f2bx.bans.c", [event("c", target)])
+    assert r["acked"] == 1, r          # the bus carries it: C may publish on its own subject
+    for n in "ab":
+        assert wait(lambda: f"refused ban {target} from c: " in lab.agent_log(n), 15), lab.agent_log(n)[-2000:]
+        reason = lab.agent_log(n).split(f"refused ban {target} from c: ")[-1].splitlines()[0]
+        assert (why if n == "b" else why.replace("by fleet server a", "here")) in reason
+        assert target.split("/")[0] not in lab.kernel_set(n)
+
+
+def test_expired_events_are_dropped_on_replay(lab):
+    from f2b_ext.fleetlab import publish_as
+    lab.stop_agent("b")
+    publish_as(lab, "c", "f2bx.bans.c", [event("c", "203.0.113.70", end_in=3)])
+    time.sleep(4)
+    lab.start_agent("b")
+    assert wait(lambda: lab.status("b").get("verdicts", {}).get("expired", 0) >= 1, 30), lab.status("b")
+    assert "203.0.113.70" not in lab.kernel_set("b")
+    assert "203.0.113.70" in lab.kernel_set("a") or lab.status("a")["verdicts"].get("expired")
+
+
+def test_fleet_escalation_is_decided_once(lab):
+    # two hosts of 203.0.113.128/25's /24 on each of three servers
+    hosts = {"a": ("203.0.113.11", "203.0.113.12"), "b": ("203.0.113.13", "203.0.113.14"),
+             "c": ("203.0.113.15", "203.0.113.16")}
+    for n, hs in hosts.items():
+        lab.f2b[n].append(*(kernel_line(h) for h in hs))
+    assert wait(lambda: all("203.0.113.0/24" in lab.prefix_set(n, 24) for n in "abc"), 60), \
+        {n: lab.status(n) for n in "abc"}
+    assert wait(lambda: all("203.0.113.0/24" in lab.status(n)["fleet_decisions"] for n in "abc"), 10)
+    assert sum(lab.status(n)["decided_here"] for n in "abc") == 1
+    assert lab.f2b["c"].bans("f2b-ext-fleet").get("203.0.113.0/24", 0) > 0
+
+
+def test_one_server_alone_does_not_escalate(lab):
+    lab.f2b["b"].append(*(kernel_line(f"198.51.100.{i}") for i in range(1, 8)))
+    assert wait(lambda: all(f"198.51.100.{i}" in lab.kernel_set("a") for i in range(1, 8)), 30)
+    time.sleep(3)
+    assert all("198.51.100.0/24" not in lab.status(n)["fleet_decisions"] for n in "abc")
+
+
+def test_bus_down_then_back_loses_nothing_and_applies_nothing_twice(lab):
+    for n in "abc":
+        lab.kill_nats(n, signal.SIGTERM)
+    hosts = [f"198.18.{1 + i // 200}.{1 + i % 200}" for i in range(60)]
+    lab.f2b["a"].append(*(kernel_line(h) for h in hosts))
+    assert wait(lambda: json.loads((lab.dir / "status-a.json").read_text())["spool_depth"] >= 60, 30)
+    time.sleep(2)
+    assert not any(h in lab.kernel_set("b") for h in hosts)
+    for n in "abc":
+        lab.start_nats(n)
+    lab.wait_cluster()
+    assert wait(lambda: all(h in lab.kernel_set("b") and h in lab.kernel_set("c") for h in hosts), 90), \
+        lab.agent_log("b")[-3000:]
+    assert wait(lambda: lab.status("a")["spool_depth"] == 0, 10)
+    log = lab.f2b["b"].server_log()
+    for h in hosts:
+        assert len(re.findall(rf"\[f2b-ext-fleet\] Ban {re.escape(h)}\b", log)) == 1, h
+
+
+def test_kill_9_of_one_nats_server_during_a_burst_loses_nothing(lab):
+    hosts = [f"198.18.{10 + i // 250}.{1 + i % 250}" for i in range(2000)]
+    lab.f2b["a"].append(*(kernel_line(h) for h in hosts))
+    time.sleep(0.5)
+    lab.kill_nats("b", signal.SIGKILL)
+    assert wait(lambda: set(hosts) <= lab.kernel_set("c"), 180), len(set(hosts) - lab.kernel_set("c"))
+    lab.start_nats("b")
+    assert wait(lambda: set(hosts) <= lab.kernel_set("b"), 180), len(set(hosts) - lab.kernel_set("b"))
+
+
+def test_a_flooding_server_is_quarantined(lab):
+    from f2b_ext.fleetlab import publish_as
+    flood = [event("c", f"198.18.{100 + i // 250}.{1 + i % 250}") for i in range(4000)]
+    r = publish_as(lab, "c", "f2bx.bans.c", flood)
+    assert r["acked"] == 4000, r
+    for n in "ab":
+        assert wait(lambda: "c" in lab.status(n).get("quarantined", {}), 60), lab.status(n)
+        assert "fleet: quarantined c" in lab.agent_log(n)
+    publish_as(lab, "c", "f2bx.bans.c", [event("c", "203.0.113.99")])
+    assert wait(lambda: "refused ban 203.0.113.99 from c: c is quarantined" in lab.agent_log("a"), 20)
+    assert "203.0.113.99" not in lab.kernel_set("a")
+    # the others' bans still flow
+    lab.f2b["b"].append(kernel_line("203.0.113.98"))
+    assert wait(lambda: "203.0.113.98" in lab.kernel_set("a"), 20)
+
+
+def test_status_command(lab):
+    out = lab.fleet_cli("status", "--status", str(lab.dir / "status-a.json"))
+    assert "server a: connected" in out and "quarantined c" in out and "spool depth 0" in out
