@@ -16,17 +16,39 @@ from .escalation import ACTION_NAME as ESCALATING_ACTION
 
 PROBLEM, WARNING, OK = "problem", "warning", "ok"
 
-# Ban actions (action.d stems) by whether they can hold a subnet (fail2ban 1.0.2):
-# iptables takes "-s 203.0.113.0/24", an ipfw table a CIDR; stock nftables sets lack `flags interval` (fixed in
-# 1.1.1) and stock ipset actions create hash:ip sets, so a /24 ban fails there.
+# Ban actions (action.d stems) that hold a subnet in every supported fail2ban:
+# iptables takes "-s 203.0.113.0/24", an ipfw table a CIDR.
 SUBNET_CAPABLE = frozenset({"nftset", "ipset-net", "iptables", "iptables-multiport", "iptables-allports",
                             "iptables-new", "iptables-multiport-log", "firewallcmd-rich-rules",
                             "firewallcmd-rich-logging", "ufw", "route", "shorewall",
                             "bsd-ipfw"})          # `ipfw table N add 203.0.113.0/24`
-HOSTS_ONLY = frozenset({"nftables", "nftables-multiport", "nftables-allports", "iptables-ipset",
-                        "iptables-ipset-proto4", "iptables-ipset-proto6", "iptables-ipset-proto6-allports",
-                        "firewallcmd-ipset", "firewallcmd-allports", "firewallcmd-multiport",
-                        "firewallcmd-new", "shorewall-ipset-proto6", "pf", "ipfw"})
+# Stock ban actions that hold only hosts, up to a fail2ban version: stem -> the first
+# version whose stock action holds a subnet (None: none yet). fail2ban 1.1.1 gave the
+# stock nftables action `flags interval` (addr_options) by default, and the -multiport and
+# -allports variants include it; before (1.0.2, Debian 12; 1.1.0, Debian 13) a /24 ban
+# fails there. The ipset actions create hash:ip sets (1.1.1's `ipsettype` can say hash:net,
+# but hash:ip stays the default).
+NFTABLES_INTERVAL = (1, 1, 1)
+HOSTS_ONLY_UNTIL = {
+    "nftables": NFTABLES_INTERVAL, "nftables-multiport": NFTABLES_INTERVAL,
+    "nftables-allports": NFTABLES_INTERVAL,
+    "iptables-ipset": None, "iptables-ipset-proto4": None, "iptables-ipset-proto6": None,
+    "iptables-ipset-proto6-allports": None, "firewallcmd-ipset": None, "firewallcmd-allports": None,
+    "firewallcmd-multiport": None, "firewallcmd-new": None, "shorewall-ipset-proto6": None,
+    "pf": None, "ipfw": None,
+}
+HOSTS_ONLY = frozenset(HOSTS_ONLY_UNTIL)
+
+
+def holds_only_hosts(stem: str, fail2ban: tuple | None) -> bool:
+    """Whether stock action `stem` cannot hold a subnet in this fail2ban version (an
+    unknown version counts as the oldest)."""
+    if stem not in HOSTS_ONLY_UNTIL:
+        return False
+    since = HOSTS_ONLY_UNTIL[stem]
+    return since is None or fail2ban is None or tuple(fail2ban) < since
+
+
 # Actions that only report or mail, never block: they do not count as a ban action.
 NON_BLOCKING_PREFIXES = ("sendmail", "mail", "complain", "abuseipdb", "badips", "blocklist_de",
                          "cloudflare", "dummy", "xarf", "smtp", "apprise", "helpers-common")
@@ -87,6 +109,7 @@ class Machine:
     # per jail with a set action: (listed, not in the kernel), (in the kernel, not listed),
     # (expiry differs); a jail missing here was not compared (fail2ban not running)
     enforcement: dict = field(default_factory=dict)
+    fail2ban: tuple | None = None                        # fail2ban's version, e.g. (1, 0, 2)
 
 
 # --- parsing plain text -----------------------------------------------------------------
@@ -200,14 +223,14 @@ def jail_findings(j: JailView, m: Machine) -> list[Finding]:
                                f"{', '.join(missing)}", "set ignoreself = true (fail2ban's default) or add them to ignoreip"))
     if ESCALATING_ACTION in j.actions:
         bans = [a for a in j.actions if a != ESCALATING_ACTION and not a.startswith(NON_BLOCKING_PREFIXES)]
-        hosts_only = [a for a in bans if a in HOSTS_ONLY]
+        hosts_only = [a for a in bans if holds_only_hosts(a, m.fail2ban)]
         unknown = [a for a in bans if a not in HOSTS_ONLY and a not in SUBNET_CAPABLE]
         if not bans:
             out.append(Finding(PROBLEM, j.name, "subnet-escalate has no ban action beside it: nothing blocks",
                                "add nftset.py (or ipset-net.py) to the jail's action"))
         elif hosts_only:
             out.append(Finding(PROBLEM, j.name, f"subnet-escalate bans /24s, but {', '.join(hosts_only)} "
-                               "cannot hold a subnet in fail2ban 1.0.2 (the ban fails)",
+                               f"cannot hold a subnet in fail2ban {_version(m.fail2ban)} (the ban fails)",
                                "use nftset.py (nftables) or ipset-net.py (iptables) as the ban action"))
         elif unknown:
             out.append(Finding(WARNING, j.name, f"cannot tell whether {', '.join(unknown)} holds subnets",
@@ -322,3 +345,7 @@ def _rate(per_second: float) -> str:
         if n >= 1:
             return f"{n:g}/{unit}"
     return f"{per_second * 604800:g}/week"
+
+
+def _version(version: tuple | None) -> str:
+    return ".".join(map(str, version)) if version else "(version unknown)"

@@ -220,7 +220,7 @@ def cmd_install(args) -> int:
     unit = any(s.path.endswith("f2b-ext-synwatch.service") and s.verb != "same" for s in result.steps)
     print(out.bold("next"))
     steps = ["enable a jail in /etc/fail2ban/jail.local, e.g.  [f2b-ext-inbound]  enabled = true"]
-    if rsyslog:
+    if rsyslog and not result.reads_journal:     # the journal needs no rsyslog
         steps.append("systemctl restart rsyslog   (starts /var/log/netfilter.log)")
     steps += ["have your firewall LOG what it drops (ufw logging on, firewall-cmd --set-log-denied=all, "
               "or an nft `log prefix` rule)",
@@ -568,6 +568,9 @@ def _machine(conf: str):
     for j in m.jails:
         if {"nftset", "ipset-net"} & set(j.actions):
             m.enforcement[j.name] = _enforcement(j, conf)
+    from fail2ban.version import version
+    from .install import parse_version
+    m.fail2ban = parse_version(version)
     return m
 
 

@@ -231,12 +231,21 @@ def render_unit(text: str, python: str) -> str:
 
 
 def choose_backend(has_rsyslog: bool, has_journal: bool) -> tuple[str | None, str]:
-    """Which log source the jails should read on this machine, and why (one phrase)."""
+    """The backend to write into the jails (None: leave the distribution's), and why (one
+    phrase). What the jails then read is what fail2ban resolves (backend_note)."""
     if has_rsyslog:
-        return None, "rsyslog is installed: the jails read /var/log/netfilter.log (imklog only)"
+        return None, "rsyslog is installed: its f2b-ext rule writes /var/log/netfilter.log (imklog only)"
     if has_journal:
         return "systemd", "no rsyslog: the jails read the journal's kernel transport (backend = systemd)"
     return None, "neither rsyslog nor the journal found: set backend and logpath in jail.local"
+
+
+def backend_note(resolved: str, logpaths: list[str]) -> str:
+    """What the installed jails read, as fail2ban resolves f2b-ext-inbound on this machine
+    (Debian 13's paths-debian.conf says syslog_backend = systemd, Debian 12's leaves auto)."""
+    if resolved.startswith("systemd"):
+        return f"fail2ban resolves backend = {resolved} here: the jails read the journal's kernel transport"
+    return f"fail2ban resolves backend = {resolved} here: the jails read {', '.join(logpaths) or '(no logpath)'}"
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:

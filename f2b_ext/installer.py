@@ -51,6 +51,12 @@ class Result:
     notes: list = field(default_factory=list)
     checks: list = field(default_factory=list)
 
+    backend: str = ""            # what fail2ban resolves for f2b-ext-inbound once installed
+
+    @property
+    def reads_journal(self) -> bool:
+        return self.backend.startswith("systemd")
+
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
@@ -175,7 +181,9 @@ class Installer:
         ours, why = self.shipped()
         previous, created = self.manifest()
         steps = plan.plan_install(ours, {p: self.read(p) for p in {*ours, *previous}}, previous, self.force)
-        result = Result(steps, notes=[why, *([self.package_note] if self.package_note else [])])
+        backend, logpaths = self.resolved_backend(ours)
+        result = Result(steps, notes=[why, plan.backend_note(backend, logpaths),
+                                      *([self.package_note] if self.package_note else [])], backend=backend)
         for local in plan.overriding_locals(list(ours), self.local_files()):
             result.notes.append(f"{local} exists and overrides what f2b-ext installs")
         if dry_run:
@@ -277,6 +285,28 @@ class Installer:
         r = run([self.server, "-t", "-c", str(confdir)])
         ok = r.returncode == 0
         return Check(f"fail2ban-server -t -c {confdir}", ok, "" if ok else last_error(r.stdout + r.stderr))
+
+    def resolved_backend(self, ours: dict[str, bytes]) -> tuple[str, list[str]]:
+        """(backend, logpaths) of f2b-ext-inbound as fail2ban's JailsReader resolves it in a
+        scratch copy of the configuration with our files in it: the distribution's
+        paths-*.conf and the admin's .local files decide, not a guess."""
+        from fail2ban.client.jailsreader import JailsReader
+        with tempfile.TemporaryDirectory(prefix="f2b-ext-backend-") as tmp:
+            scratch = Path(tmp) / "fail2ban"
+            shutil.copytree(self.etc, scratch, symlinks=True)
+            for rel, data in ours.items():
+                if rel.startswith(plan.FAIL2BAN_DIR + "/"):
+                    dest = scratch / rel[len(plan.FAIL2BAN_DIR) + 1:]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data)
+            (scratch / "jail.d" / "zzz-f2b-ext-backend.local").write_text("[f2b-ext-inbound]\nenabled = true\n")
+            reader = JailsReader(basedir=str(scratch), force_enable=False)
+            for jail in (reader.jails if reader.read() and reader.getOptions() else []):
+                if jail.getName() == "f2b-ext-inbound":
+                    o = jail.options
+                    return (str(o.get("backend") or "auto"),
+                            [p.strip() for p in str(o.get("logpath") or "").splitlines() if p.strip()])
+        return "auto", []
 
     def jails_test(self) -> Check:
         """Every f2b-ext jail enabled (all others disabled) in a scratch copy of the result."""

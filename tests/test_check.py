@@ -125,7 +125,12 @@ def test_a_good_machine_has_no_problems():
     (machine(init_netns=False, all_netns=None), "cannot be read from inside"),
     (machine(jails=[jail(ignoreself=False)]), "ignoreip lacks this machine's 192.0.2.1, 2001:db8:f2b::1"),
     (machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.0/24",))]), "lacks this machine's 2001:db8:f2b::1"),
-    (machine(jails=[jail(actions=("nftables", "subnet-escalate"))]), "nftables cannot hold a subnet"),
+    (machine(jails=[jail(actions=("nftables", "subnet-escalate"))]), "nftables cannot hold a subnet in fail2ban (version"),
+    (machine(jails=[jail(actions=("nftables", "subnet-escalate"))], fail2ban=(1, 0, 2)),
+     "nftables cannot hold a subnet in fail2ban 1.0.2"),
+    (machine(jails=[jail(actions=("nftables-multiport", "subnet-escalate"))], fail2ban=(1, 1, 0)),
+     "nftables-multiport cannot hold a subnet in fail2ban 1.1.0"),
+    (machine(jails=[jail(actions=("iptables-ipset", "subnet-escalate"))], fail2ban=(1, 1, 1)), "iptables-ipset cannot hold"),
     (machine(jails=[jail(actions=("iptables-ipset", "subnet-escalate"))]), "iptables-ipset cannot hold"),
     (machine(jails=[jail(actions=("sendmail-whois", "subnet-escalate"))]), "no ban action beside it"),
     (machine(jails=[jail(actions=("my-own", "subnet-escalate"))]), "cannot tell whether my-own holds subnets"),
@@ -150,6 +155,8 @@ def test_each_problem_is_found(m, expect):
 @pytest.mark.parametrize("m", [
     machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.1", "2001:db8:f2b::/64"))]),
     machine(jails=[jail(actions=("iptables-multiport", "subnet-escalate"))]),
+    machine(jails=[jail(actions=("nftables", "subnet-escalate"))], fail2ban=(1, 1, 1)),   # flags interval
+    machine(jails=[jail(actions=("nftables-allports", "subnet-escalate"))], fail2ban=(1, 2)),
     machine(log_rules=[check.LogRule("x", "x", 50.0)]),
     machine(init_netns=False, all_netns=True),
 ])
@@ -201,7 +208,8 @@ def run_check(lab, conf: Path, *extra):
 
 @pytest.mark.kernel
 def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
-    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nignoreself = false\n"
+    # backend = auto: a file, also where paths-debian.conf says systemd (Debian 13)
+    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nbackend = auto\nignoreself = false\n"
                             "banaction_f2b_ext = nftables\n")
     lab.server_sh("nft", "flush", "ruleset")
     r = run_check(lab, bad, "--json")

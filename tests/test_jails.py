@@ -75,12 +75,18 @@ def test_every_shipped_jail_is_disabled():
                for jail in JAILS)
 
 
+# syslog_backend in Debian's paths-debian.conf, by Debian release: 12 (fail2ban 1.0.2)
+# leaves `auto` (a log file); 13 (1.1.0-8) says systemd (the journal).
+DEBIAN_SYSLOG_BACKEND = {"12": "auto", "13": "systemd"}
+
+
 def test_backend_is_chosen_like_stock_jails():
-    """Debian's paths files leave syslog_backend at `auto` (the file); Arch's say systemd
+    """Debian's paths file decides by release (DEBIAN_SYSLOG_BACKEND); Arch's says systemd
     (the journal, logpath unused). fail2ban's own JailsReader resolves it."""
     from f2b_ext.f2b_filter import config_dir
     import shutil, tempfile
-    for paths, want in (("paths-debian.conf", "auto"), ("paths-arch.conf", "systemd")):
+    debian = DEBIAN_SYSLOG_BACKEND[Path("/etc/debian_version").read_text().split(".")[0]]
+    for paths, want in (("paths-debian.conf", debian), ("paths-arch.conf", "systemd")):
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree("/etc/fail2ban", tmp, dirs_exist_ok=True)
             for stock in (Path(tmp) / "jail.d").glob("*"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -237,7 +238,9 @@ def test_bad_options_are_one_line_errors(args, message):
 
 def test_systemd_unit_is_valid_and_runs_the_command():
     unit = ROOT / "systemd" / "f2b-ext-synwatch.service"
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # a minimal system has no man-db: verify would fail on Documentation=man:... alone
+    man = [] if shutil.which("man") else ["--man=no"]
+    r = subprocess.run(["systemd-analyze", "verify", *man, str(unit)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = unit.read_text()
     assert "ExecStart=/usr/bin/python3 -m f2b_ext synwatch --log /var/log/f2b-ext/synwatch.log" in text
