@@ -201,3 +201,16 @@ def lab_nft():
     from f2b_ext.lab import Lab, in_netns
     with Lab() as lab:
         yield lab, in_netns
+
+
+def fake_root(tmp_path: Path, journal: bool = False) -> Path:
+    """A root for `install --root`: this machine's fail2ban configuration, rsyslog.d,
+    systemd's unit directory and, with `journal`, a journal directory."""
+    import shutil
+    root = tmp_path / "root"
+    shutil.copytree("/etc/fail2ban", root / "etc" / "fail2ban")
+    (root / "etc" / "rsyslog.d").mkdir()
+    if journal:
+        (root / "var" / "log" / "journal").mkdir(parents=True)
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    return root

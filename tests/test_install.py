@@ -124,12 +124,8 @@ def snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture
 def machine(tmp_path) -> Path:
     """A root with this machine's fail2ban configuration, rsyslog, and a journal."""
-    root = tmp_path / "root"
-    shutil.copytree("/etc/fail2ban", root / "etc" / "fail2ban")
-    (root / "etc" / "rsyslog.d").mkdir()
-    (root / "var" / "log" / "journal").mkdir(parents=True)
-    (root / "etc" / "systemd" / "system").mkdir(parents=True)
-    return root
+    from conftest import fake_root
+    return fake_root(tmp_path, journal=True)
 
 
 def site(root: Path) -> Path:

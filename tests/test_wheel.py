@@ -68,11 +68,8 @@ def test_test_runs_the_shipped_samples(venv, name):
 
 @pytest.fixture
 def machine(tmp_path) -> Path:
-    root = tmp_path / "root"
-    shutil.copytree("/etc/fail2ban", root / "etc" / "fail2ban")
-    (root / "etc" / "rsyslog.d").mkdir()
-    (root / "etc" / "systemd" / "system").mkdir(parents=True)
-    return root
+    from conftest import fake_root
+    return fake_root(tmp_path)
 
 
 def test_install_check_and_uninstall_from_the_wheel(venv, machine):
