@@ -12,14 +12,15 @@
 PYTHON_SYS := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
+# `make deb` (debhelper, pybuild, lintian) and the Debian 13 root (debootstrap); defined
+# before APT_PKGS, which `:=` expands at once
+DEB_BUILD_PKGS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+              lintian debootstrap
 APT_PKGS   := fail2ban nftables python3-nftables iptables ipset rsyslog iproute2 \
               python3-scapy python3-systemd python3-pyinotify python3-venv procps util-linux systemd \
               net-tools python3-setuptools python3-wheel python3-seccomp nats-server \
               python3-cryptography openssl logrotate \
               $(DEB_BUILD_PKGS)
-# `make deb` (debhelper, pybuild, lintian) and the Debian 13 root (debootstrap)
-DEB_BUILD_PKGS := debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-              lintian debootstrap
 STAMP      := $(VENV)/.installed
 
 VERSION    := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' f2b_ext/__init__.py)
