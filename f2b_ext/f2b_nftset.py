@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
 
 from . import nftset
 from .f2b_setaction import BackendError, SetAction
+
+# libnftables is not safe to call from two threads at once, even with one context each:
+# its JSON output splits set types with strtok(), whose state is global, and a second
+# thread's call in between makes it abort the whole fail2ban-server (json.c:71
+# set_dtype_json: Assertion `__out' failed; seen when two jails' watchdogs listed their
+# sets at the same moment). Every call in this process goes through this lock.
+LIBNFTABLES = threading.Lock()
 
 
 def elements(listing: dict) -> dict:
@@ -67,7 +75,8 @@ class NftSetAction(SetAction):
             for kind in ("json", "terse"):
                 self._nft[kind].set_json_output(True)
             self._nft["terse"].set_terse_output(True)
-        rc, out, err = self._nft[output].cmd(script)
+        with LIBNFTABLES:
+            rc, out, err = self._nft[output].cmd(script)
         return rc, out, err.strip()
 
     def _set_names(self) -> set[str]:

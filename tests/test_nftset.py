@@ -223,3 +223,44 @@ def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft)
         with pytest.raises(ValueError, match="direction: 'up'"):
             act.reload(direction="up")
         act.stop()
+
+
+RACE = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from f2b_ext.f2b_nftset import NftSetAction
+
+def action():
+    a = object.__new__(NftSetAction)      # only _cmd is used: no jail, no fail2ban
+    a._nft = None
+    return a
+
+action()._cmd("add table inet f2bx_race; add set inet f2bx_race s4 { type ipv4_addr; flags interval, timeout; }; "
+              "add set inet f2bx_race s6 { type ipv6_addr; flags timeout; }")
+
+def lister(name):
+    a = action()                          # its own libnftables contexts, as each jail's action has
+    for _ in range(6000):
+        a._cmd(f"list set inet f2bx_race {name}", output="json")
+
+threads = [threading.Thread(target=lister, args=(n,)) for n in ("s4", "s6", "s4", "s6")]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("survived")
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
+def test_two_jails_listing_their_sets_at_once_never_abort_fail2ban(lab_nft):
+    """libnftables aborts its process when two threads list sets as JSON at the same time
+    (strtok in json.c: `set_dtype_json: Assertion __out failed`), which two jails'
+    watchdogs do; every call in the process goes through one lock. Four threads, each
+    with its own contexts, list sets 6,000 times in a subprocess (an abort would kill it)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    lab, _ = lab_nft
+    r = subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-c", RACE, str(ROOT)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "survived", (r.returncode, r.stderr[-500:])
