@@ -81,6 +81,8 @@ DEFAULT_BOGONS = (
     "ff00::/8",         # multicast (RFC 4291)
 )
 
+DEFAULT_BOGON_NETWORKS = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)
+
 DEFAULT_LADDER = {4: ((24, 5), (16, 3)), 6: ((64, 5), (48, 3))}
 DEFAULT_MAXPREFIX = {4: 16, 6: 32}
 HOST_PREFIX = {4: 32, 6: 128}
@@ -112,12 +114,14 @@ def parse_networks(text: str | Iterable[str], name: str) -> tuple[Network, ...]:
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def parse_bogons(text: str) -> tuple[Network, ...]:
+def parse_bogons(text: str | Iterable[str]) -> tuple[Network, ...]:
     """subnet-escalate's `bogons` parameter: "default" (DEFAULT_BOGONS), "none" (or
-    empty), or a list of CIDRs."""
-    text = str(text).strip()
+    empty), or CIDRs (a string, or any iterable of them)."""
+    if not isinstance(text, str):
+        return parse_networks(list(text), "bogons")
+    text = text.strip()
     if text == "default":
-        return parse_networks(DEFAULT_BOGONS, "bogons")
+        return DEFAULT_BOGON_NETWORKS
     return () if text in ("", "none") else parse_networks(text, "bogons")
 
 
@@ -214,7 +218,7 @@ class NetworkIndex:
 @dataclass(frozen=True)
 class Safety:
     protected: tuple = ()              # networks never to cover (ignoreip, dependencies, protect)
-    bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)
+    bogons: tuple = DEFAULT_BOGON_NETWORKS
     maxprefix: dict = field(default_factory=lambda: dict(DEFAULT_MAXPREFIX))
     index: NetworkIndex = field(init=False, repr=False, compare=False)
     bogon_index: NetworkIndex = field(init=False, repr=False, compare=False)

@@ -37,8 +37,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .escalation import (DEFAULT_BOGONS, HOST_PREFIX, Candidate, Escalator, HostBan, Ladder,
-                         Network, Safety, first_overlap, parse_networks)
+from .escalation import (DEFAULT_BOGON_NETWORKS, HOST_PREFIX, Candidate, Escalator, HostBan, Ladder,
+                         Network, Safety, first_overlap, parse_bogons, parse_networks)
 
 SCHEMA = 1
 SUBJECT_PREFIX = "f2bx.bans."
@@ -202,7 +202,7 @@ class Policy:
     """A receiver's own rules for remote bans."""
     local: str                                   # this server's name
     protected: tuple = ()                        # local: own addresses, dependencies, ignoreip
-    bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)
+    bogons: tuple = DEFAULT_BOGON_NETWORKS
     maxprefix: dict = field(default_factory=lambda: {4: 24, 6: 64})   # widest remote prefix
     single_cap: float = 3600                     # a host ban only one server reported
     forged_cap: float = 600                      # forgeable evidence
@@ -213,9 +213,8 @@ class Policy:
     @classmethod
     def parse(cls, local: str, protected: Iterable[str] = (), bogons: str | Iterable[str] = "default",
               **kw) -> "Policy":
-        bog = DEFAULT_BOGONS if bogons == "default" else (() if bogons in ("", "none") else bogons)
         return cls(local=local, protected=parse_networks(list(protected), "protected"),
-                   bogons=parse_networks(bog, "bogons"), **kw)
+                   bogons=parse_bogons(bogons), **kw)
 
 
 class Ledger:

@@ -31,7 +31,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from . import netfilter as nf
-from .escalation import DEFAULT_BOGONS, DEFAULT_LADDER, Safety, parse_duration, parse_networks
+from .escalation import DEFAULT_BOGON_NETWORKS, DEFAULT_LADDER, Safety, parse_duration, parse_networks
 
 PREFIX = {4: DEFAULT_LADDER[4][0][0], 6: DEFAULT_LADDER[6][0][0]}       # /24, /64
 HOSTS = DEFAULT_LADDER[4][0][1]                                          # 5 hosts
@@ -139,7 +139,7 @@ class Report:
     def __init__(self, now: float | None = None, since: float | None = None, tz=None,
                  policy: nf.Policy = nf.Policy(direction="any"), hosts: int = HOSTS,
                  capacity: int = 100_000, dependencies: dict | None = None,
-                 bogons: tuple = tuple(ipaddress.ip_network(n) for n in DEFAULT_BOGONS)):
+                 bogons: tuple = DEFAULT_BOGON_NETWORKS):
         self.now = time.time() if now is None else now
         self.since, self.policy, self.hosts = since, policy, hosts
         self.dependencies = {ipaddress.ip_address(a): src for a, src in (dependencies or {}).items()}
