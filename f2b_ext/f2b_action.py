@@ -141,7 +141,7 @@ class SubnetEscalateAction(ActionBase):
 
     # -- lifecycle --
     def start(self):
-        self._refresh(resolve_names=False)
+        # __init__ guarded already; the thread's first round refreshes at once, names too
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"f2b-ext-guard-{self._jail.name}", daemon=True)
         self._thread.start()
