@@ -283,6 +283,35 @@ def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
     assert "ok       ruleset: 3 LOG rules, none rate-limited into silence" in r.stdout, r.stdout
 
 
+@pytest.mark.kernel
+def test_readme_log_limits_bound_a_random_source_flood_in_the_kernel(lab):
+    """The README's nft rules in the real kernel: 5,000 SYNs from 5,000 forged sources
+    pass the total (burst 400, then 200/s) and no more; 1,000 from one source pass its
+    own limit (burst 20, then 10/s). Counted by a counter beside the log statement;
+    the bounds use the measured sending time, so a slow machine only loosens them."""
+    import re
+    import time as clock
+    lab.server_sh("nft", "flush", "ruleset")
+    lab.server_sh("nft", "-f", "-", input=readme_rules("nft").replace('log prefix', 'counter log prefix'))
+
+    def logged() -> int:
+        return int(re.search(r"counter packets (\d+)", lab.server_sh("nft", "list", "chain", "inet", "firewall",
+                                                                   "input")).group(1))
+
+    base = int(ipaddress.ip_address("198.18.0.1"))
+    start = clock.monotonic()
+    lab.syn_flood([str(ipaddress.ip_address(base + i)) for i in range(5000)], dport=23)
+    elapsed = clock.monotonic() - start
+    flood = logged()
+    assert 400 <= flood <= 400 + 200 * elapsed + 5, (flood, elapsed)
+    clock.sleep(2.5)                            # the total's bucket refills (burst 400 at 200/s)
+    start = clock.monotonic()
+    lab.syn_flood(["198.51.100.9"] * 1000, dport=23)
+    elapsed = clock.monotonic() - start
+    loud = logged() - flood
+    assert 20 <= loud <= 20 + 10 * elapsed + 2, (loud, elapsed)
+
+
 def readme_rules(kind: str) -> str:
     """The rate-limited LOG rules README's "Memory under floods" shows (```nft and
     ```iptables blocks), for the real tools to load."""
