@@ -334,7 +334,7 @@ def findings(m: Machine) -> list[Finding]:
         if missing:
             out.append(Finding(WARNING, rule.where, f"LOG rule not rate-limited {' nor '.join(missing)}: a flood "
                                "from random forged sources writes a line per packet, and fail2ban holds each source "
-                               "about 1.6 KB for findtime (3,000 lines/s for 10 min: 2.9 GB) and reads behind",
+                               "about 1.6 KB for findtime (3,000 lines/s and findtime 10m: 2.5 GB after ten minutes) and reads behind",
                                f"limit it per source and in total (README, \"Memory under floods\"): nft "
                                f"`{LOG_LIMITS_NFT}`; iptables `{LOG_LIMITS_IPTABLES}`"))
     if m.log_rules and not flagged:
