@@ -291,3 +291,20 @@ def test_a_redelivered_capped_ban_is_a_duplicate_however_late():
     assert first.verdict == "apply" and first.until == 1600.0
     again = receiver.decide(ev, 1031.0)
     assert again.verdict == "duplicate", again
+
+
+def test_a_spooled_ban_survives_a_kill_9_of_the_process_that_spooled_it(tmp_path):
+    """The spool's rows are in its WAL when append() returns (synchronous=NORMAL): a
+    fail2ban-server killed -9 right after its bans loses none."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from f2b_ext.fleetspool import Spool
+    path = tmp_path / "spool.sqlite3"
+    code = ("import os, signal, sys\nfrom f2b_ext.fleetspool import Spool\nspool = Spool(sys.argv[1])\n"
+            "for i in range(300):\n    spool.append(b'ban %d' % i)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == -signal.SIGKILL
+    spool = Spool(path)
+    assert spool.depth() == 300 and [d for _, d in spool.pending(1000)] == [b"ban %d" % i for i in range(300)]
