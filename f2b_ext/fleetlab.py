@@ -228,22 +228,42 @@ class FleetLab:
 
     def listed(self, n: str) -> dict:
         """{network: seconds left or None}: what n lists as banned, fail2ban's lists of
-        both jails (`get JAIL banip --with-time`) together."""
+        both jails (`get JAIL banip --with-time`) and its agent's own list together."""
         from .live import listed_with_ends
-        listed: dict = {}
+        listed = self.agent_listed(n)
         for jail in (LOCAL_JAIL, FLEET_JAIL):
             for net, left in listed_with_ends(self.f2b[n], jail).items():
                 listed[net] = _longer(listed.get(net, 0), left)
         return listed
 
     def stored(self, n: str) -> dict:
-        """{network: seconds left or None}: the bans n's fail2ban database holds as current."""
+        """{network: seconds left or None}: the bans n's fail2ban database holds as
+        current, and those its agent's ledger file holds."""
         from .live import database_bans
-        stored: dict = {}
+        stored = self.agent_listed(n)
         for jail in (LOCAL_JAIL, FLEET_JAIL):
             for net, left in database_bans(self.f2b[n], jail).items():
                 stored[net] = _longer(stored.get(net, 0), left)
         return stored
+
+    def agent_listed(self, n: str) -> dict:
+        """{network: seconds left}: the remote bans n's agent lists itself, read from its
+        ledger file, when it keeps one (f2b_ext.fleetledger: the agent writes remote host
+        bans to the kernel itself); none while they go through fail2ban's fleet jail."""
+        import ipaddress
+        try:
+            from .fleetledger import LedgerStore, default_path
+        except ImportError:                  # remote bans go through the fleet jail only
+            return {}
+        path = Path(default_path(str(self.dir / f"spool-{n}.sqlite3")))
+        if not path.exists():
+            return {}
+        now = time.time()
+        store = LedgerStore(str(path), readonly=True)
+        try:
+            return {ipaddress.ip_network(target): until - now for target, until, _ in store.bans(now)}
+        finally:
+            store.close()
 
     def disagreement(self, n: str, tolerance: float = 5) -> str:
         """'' when what n lists, what its database stores and what its kernel holds agree
