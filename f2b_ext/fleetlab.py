@@ -230,21 +230,21 @@ class FleetLab:
         """{network: seconds left or None}: what n lists as banned, fail2ban's lists of
         both jails (`get JAIL banip --with-time`) and its agent's own list together."""
         from .live import listed_with_ends
-        listed = self.agent_listed(n)
-        for jail in (LOCAL_JAIL, FLEET_JAIL):
-            for net, left in listed_with_ends(self.f2b[n], jail).items():
-                listed[net] = _longer(listed.get(net, 0), left)
-        return listed
+        return self._with_agents(n, listed_with_ends)
 
     def stored(self, n: str) -> dict:
         """{network: seconds left or None}: the bans n's fail2ban database holds as
         current, and those its agent's ledger file holds."""
         from .live import database_bans
-        stored = self.agent_listed(n)
+        return self._with_agents(n, database_bans)
+
+    def _with_agents(self, n: str, per_jail) -> dict:
+        """The agent's list with `per_jail(fail2ban, jail)` of both jails merged in."""
+        merged = self.agent_listed(n)
         for jail in (LOCAL_JAIL, FLEET_JAIL):
-            for net, left in database_bans(self.f2b[n], jail).items():
-                stored[net] = _longer(stored.get(net, 0), left)
-        return stored
+            for net, left in per_jail(self.f2b[n], jail).items():
+                merged[net] = _longer(merged.get(net, 0), left)
+        return merged
 
     def agent_listed(self, n: str) -> dict:
         """{network: seconds left}: the remote bans n's agent lists itself, read from its

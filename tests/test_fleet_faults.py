@@ -67,13 +67,9 @@ def report(capsys):
         print("\n" + "\n".join(rows))
 
 
-def wait(predicate, timeout=30.0, every=0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())
+def wait(predicate, timeout=30.0, every=0.5) -> bool:
+    from f2b_ext.lab import until
+    return until(predicate, timeout, every) is not None
 
 
 def block(third: int, count: int) -> list[str]:
