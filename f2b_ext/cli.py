@@ -947,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fl.set_defaults(func=cmd_fleet)
 
+    lr = sub.add_parser("logrotate", help="logrotate's prerotate/postrotate for a log fail2ban reads: loses no line",
+                        description="Run by logrotate (logrotate.d/f2b-ext-netfilter): prerotate sets the jails "
+                                    "reading LOG idle, postrotate hands the old file's unread lines to them before "
+                                    "they read the new one (see f2b_ext/rotation.py).")
+    from . import rotation
+    rotation.add_arguments(lr)
+    lr.set_defaults(func=rotation.run)
     d = sub.add_parser("demo", help="the live demonstration on this kernel (root): attacks, bans, escalation",
                        description="Builds two network namespaces on this kernel with the seeds' firewall, "
                                    "rsyslog and a private fail2ban-server, plays the seeds' attacks and shows "
