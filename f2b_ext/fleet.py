@@ -219,28 +219,54 @@ class Policy:
 
 class Ledger:
     """What this receiver holds because of whom: target -> {origin: end}. The local ban
-    lasts as long as the longest standing report (after caps)."""
+    lasts as long as the longest standing report (after caps). `about` keeps where each
+    report came from (jail, evidence kind, when), for `fleet status --bans`. At most
+    `limit` targets are held: past it, new targets are refused (a full ledger never
+    lists a ban it does not hold). `touched` collects the targets changed since the
+    adapter last saved them (f2b_ext/fleetledger.py)."""
 
-    def __init__(self):
+    def __init__(self, limit: int = 1_000_000):
         self.reports: dict = {}                  # target -> {origin: capped end}
-        self.applied: dict = {}                  # target -> until (what we gave fail2ban)
+        self.applied: dict = {}                  # target -> until (what we gave fail2ban or the kernel)
+        self.about: dict = {}                    # target -> {origin: (jail, evidence, at)}
+        self.limit = limit
+        self.touched: set = set()
+        self._expired_at = float("-inf")
 
     def standing(self, target: Network, now: float) -> dict:
         return {o: e for o, e in self.reports.get(target, {}).items() if e > now}
 
+    def listed(self, now: float) -> dict:
+        """{target: seconds left} of every ban held now (setsync's map)."""
+        return {t: u - now for t, u in self.applied.items() if u > now}
+
     def expire(self, now: float):
+        self._expired_at = now
         for target in [t for t, u in self.applied.items() if u <= now]:
-            self.applied.pop(target)
-            self.reports.pop(target, None)
+            self.forget(target)
+
+    def forget(self, target: Network):
+        self.applied.pop(target, None)
+        self.reports.pop(target, None)
+        self.about.pop(target, None)
+        self.touched.add(target)
+
+    def full(self, target: Network, now: float) -> bool:
+        """No room for a new `target` (expired entries are dropped first, at most once a second)."""
+        if target in self.applied or len(self.applied) < self.limit:
+            return False
+        if now - self._expired_at >= 1:
+            self.expire(now)
+        return len(self.applied) >= self.limit
 
 
 class Receiver:
     """Decides about events from the bus (see the module's docstring)."""
 
-    def __init__(self, policy: Policy, ratelimit: Optional["RateLimit"] = None):
+    def __init__(self, policy: Policy, ratelimit: Optional["RateLimit"] = None, limit: int = 1_000_000):
         self.policy = policy
         self.fleet_protected: dict = {}          # server -> tuple of networks it published
-        self.ledger = Ledger()
+        self.ledger = Ledger(limit)
         self.ratelimit = ratelimit or RateLimit()
 
     def set_protected(self, server: str, networks: Iterable[str]) -> list[str]:
@@ -285,8 +311,12 @@ class Receiver:
         end = min(ev.end, now + cap)
         if end - now < p.min_remaining:
             return Decision("expired", f"less than {p.min_remaining:.0f}s left after the cap ({why})")
+        if self.ledger.full(ev.target, now):
+            return Decision("refuse", f"the ledger holds {self.ledger.limit} bans, its limit")
         old = standing.get(ev.origin, 0.0)
         self.ledger.reports.setdefault(ev.target, {})[ev.origin] = max(old, end)
+        self.ledger.about.setdefault(ev.target, {})[ev.origin] = (ev.jail, ev.evidence, ev.at)
+        self.ledger.touched.add(ev.target)
         until = max(self.ledger.reports[ev.target].values())
         if until <= self.ledger.applied.get(ev.target, 0.0) + 1:
             return Decision("duplicate", f"already held until {self.ledger.applied[ev.target]:.0f}")
@@ -299,13 +329,14 @@ class Receiver:
         if ev.origin not in reports:
             return Decision("duplicate", f"nothing held from {ev.origin}")
         del reports[ev.origin]
+        self.ledger.about.get(ev.target, {}).pop(ev.origin, None)
+        self.ledger.touched.add(ev.target)
         rest = {o: e for o, e in reports.items() if e > now}
         if rest:
             until = max(rest.values())
             self.ledger.applied[ev.target] = until
             return Decision("duplicate", f"still reported by {', '.join(sorted(rest))}", until)
-        self.ledger.reports.pop(ev.target, None)
-        self.ledger.applied.pop(ev.target, None)
+        self.ledger.forget(ev.target)
         return Decision("unban", f"{ev.origin} lifted its ban")
 
 

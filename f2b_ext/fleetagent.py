@@ -10,10 +10,19 @@ Asyncio tasks around the pure core (f2b_ext.fleet), over one NATS connection:
   bus is down rows wait in the spool; nothing is lost.
 - consume: a durable pull consumer named after this server reads every server's subject
   from where it left off. Each event is parsed strictly and decided by the Receiver
-  (refusal table, caps, ledger); accepted bans go to fail2ban in one socket call per
-  batch (`set <fleet jail> action fleet remotebans`), unbans as `unbanip`; the batch is
-  acknowledged only after fail2ban took it (at least once; the ledger makes repeats
-  no-ops). Every accepted host ban, and this server's own, feed the FleetEscalator.
+  (refusal table, caps, ledger) before anything is written. With `remote = kernel`
+  (the default) accepted host bans and unbans go into the agent's own nftables sets
+  (f2b_ext.fleetsets), one transaction per batch, each element timing out when the
+  ban ends; fail2ban's own ban path (about 3,700 bans/s) is left to local bans and
+  escalations. With `remote = fail2ban` they go to the fleet jail in one socket call
+  per batch (`set <fleet jail> action fleet remotebans`), unbans as `unbanip`. The
+  touched ledger entries are saved (f2b_ext.fleetledger, SQLite beside the spool), and
+  only then is the batch acknowledged (at least once; the ledger makes repeats no-ops,
+  also after a restart). Every accepted host ban, and this server's own, feed the
+  FleetEscalator.
+- watch (remote = kernel): every `checkinterval` seconds the agent's sets are compared
+  with its ledger and repaired (rules rebuilt, elements added, retimed or removed);
+  at start the same comparison takes over what a killed agent left in the kernel.
 - escalate (inside consume): every agent sees the same events, so each proposes the
   same fleet candidate; it is written to the decisions bucket with create (a
   compare-and-set on revision 0): one server wins, the others read its decision by key.
@@ -39,10 +48,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fleet
+from . import fleet, setsync
 from .escalation import Escalator, Ladder, Safety, parse_duration
 from .fleet import (DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision,
                     FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for)
+from .fleetledger import LedgerStore, default_path as default_ledger
 from .fleetspool import DEFAULT_SPOOL, Spool
 
 log = logging.getLogger("f2b-ext-fleet")
@@ -86,6 +96,10 @@ class AgentConfig:
     window: float = 3600
     fleet_bantime: float = 3600
     batch: int = 256
+    remote: str = "kernel"               # kernel: the agent's own sets; fail2ban: the fleet jail
+    ledger: str = ""                     # default: fleet-ledger.sqlite3 beside the spool
+    max_bans: int = 1_000_000            # remote bans the ledger (and the kernel set) may hold
+    checkinterval: float = 10
 
     @classmethod
     def read(cls, path: str, **override) -> "AgentConfig":
@@ -111,6 +125,8 @@ class AgentConfig:
                 kw[name] = value
         if "server" not in kw or "nats" not in kw:
             raise fleet.EventError(f"{path}: [fleet] needs server and nats")
+        if kw.get("remote", "kernel") not in ("kernel", "fail2ban"):
+            raise fleet.EventError(f"{path}: remote: {kw['remote']!r} must be kernel or fail2ban")
         fleet.subject_for(kw["server"])
         return cls(**kw)
 
@@ -144,14 +160,26 @@ class Fail2banInbox:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, inbox=None):
+    def __init__(self, cfg: AgentConfig, inbox=None, sets=None):
         self.cfg = cfg
         self.subject = subject_for(cfg.server)
         self.spool = Spool(cfg.spool) if inbox is not False else None
         policy = Policy.parse(cfg.server, local_protected() + list(cfg.protect), cfg.bogons,
                               single_cap=cfg.single_cap, forged_cap=cfg.forged_cap, max_ban=cfg.max_ban,
                               min_servers=cfg.min_servers)
-        self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine))
+        self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine), cfg.max_bans)
+        self.store = LedgerStore(cfg.ledger or default_ledger(cfg.spool)) if inbox is not False else None
+        if self.store:
+            self.store.load(self.receiver.ledger, time.time())
+        self.sets = None
+        if cfg.remote == "kernel" and inbox is not False:
+            from .fleetsets import AgentSets
+            self.sets = sets or AgentSets()
+        self._kernel_lock = asyncio.Lock()
+        self._save_lock = asyncio.Lock()
+        self.kernel_count = None                 # elements in the agent's sets at the last check
+        self.kernel_checked = 0.0
+        self.repairs = 0
         safety = Safety(protected=policy.protected, bogons=policy.bogons, maxprefix={4: 16, 6: 32})
         self.escalator = FleetEscalator(
             Escalator(Ladder.parse(f"24:{cfg.hosts} 16:3", f"64:{cfg.hosts} 48:3"), cfg.window, safety),
@@ -199,9 +227,13 @@ class Agent:
                                            ttl=None if bucket == PROTECTED_BUCKET else self.cfg.max_ban)
 
     async def run(self):
+        if self.sets:
+            await self.check("takeover")             # before the bus: what a killed agent left
         await self.connect()
         tasks = [asyncio.create_task(t) for t in (self._publish(), self._consume(), self._protected(),
                                                    self._status())]
+        if self.sets and self.cfg.checkinterval > 0:
+            tasks.append(asyncio.create_task(self._watch()))
         await self._stop.wait()
         for t in tasks:
             t.cancel()
@@ -279,8 +311,8 @@ class Agent:
         """Put the ledger back as it was before a batch fail2ban did not take, so its
         redelivery is applied, not taken for a duplicate."""
         ledger = self.receiver.ledger
-        for target, reports, applied in reversed(undo):
-            for table, old in ((ledger.reports, reports), (ledger.applied, applied)):
+        for target, reports, applied, about in reversed(undo):
+            for table, old in ((ledger.reports, reports), (ledger.applied, applied), (ledger.about, about)):
                 if old is None:
                     table.pop(target, None)
                 else:
@@ -290,6 +322,7 @@ class Agent:
         now = time.time()
         ledger = self.receiver.ledger
         bans, unbans, candidates = [], [], []
+        adds, retimes, removes = {}, {}, set()
         for m in msgs:
             try:
                 ev = parse_event(m.data, m.subject, now)
@@ -298,8 +331,10 @@ class Agent:
                 log.warning("fleet: refused an event on %s: %s", m.subject[:80], exc)
                 continue
             self.seen[ev.origin] = (ev.at, now - ev.at)
-            old = ledger.reports.get(ev.target)
-            undo.append((ev.target, dict(old) if old is not None else None, ledger.applied.get(ev.target)))
+            old, about = ledger.reports.get(ev.target), ledger.about.get(ev.target)
+            was = ledger.applied.get(ev.target)
+            undo.append((ev.target, dict(old) if old is not None else None, was,
+                         dict(about) if about is not None else None))
             d = self.receiver.decide(ev, now)
             self.verdicts[d.verdict] += 1
             for q in self.receiver.ratelimit.newly_quarantined:
@@ -307,19 +342,87 @@ class Agent:
                             q, self.cfg.quarantine, self.cfg.rate)
             self.receiver.ratelimit.newly_quarantined.clear()
             if d.verdict == "apply":
-                bans.append([ev.address, d.until, ev.origin])
+                if self.sets:
+                    (retimes if was is not None and was > now else adds)[ev.target] = d.until
+                else:
+                    bans.append([ev.address, d.until, ev.origin])
             elif d.verdict == "unban":
-                unbans.append(ev.address)
+                if self.sets:
+                    removes.add(ev.target)
+                    adds.pop(ev.target, None)
+                    retimes.pop(ev.target, None)
+                else:
+                    unbans.append(ev.address)
             elif d.verdict == "refuse" and d.reason != "our own event":
                 log.warning("fleet: refused %s %s from %s: %s", ev.kind, ev.address, ev.origin, d.reason)
             if d.verdict in ("apply", "duplicate") or (d.reason == "our own event" and ev.kind == "ban"):
                 candidates += self.escalator.observe(ev)
+        for net in list(adds) + list(retimes):   # lifted, then banned again in one batch
+            removes.discard(net)
+        if adds or retimes or removes:
+            await self._kernel_write(adds, retimes, removes, now)
         if bans:
             await asyncio.to_thread(self.inbox.ban, bans)
         for target in unbans:
             await asyncio.to_thread(self.inbox.unban, target)
+        await self._save()
         for cand in candidates:
             await self._decide(cand, now)
+
+    # -- the agent's kernel sets --
+    async def _kernel_write(self, adds: dict, retimes: dict, removes: set, now: float):
+        """One transaction for the batch; if it fails, rebuild and resynchronise
+        everything the ledger lists (which includes the batch); if that fails too, the
+        caller undoes the batch and it is redelivered."""
+        from .fleetsets import KernelError
+        add = [(n, u - now) for n, u in adds.items()]
+        retime = [(n, u - now) for n, u in retimes.items()]
+        async with self._kernel_lock:
+            try:
+                await asyncio.to_thread(self.sets.write, add, retime, sorted(removes, key=str))
+                return
+            except KernelError as exc:
+                log.warning("fleet: writing %d remote ban(s) to the kernel failed (%s); rebuilding",
+                            len(add) + len(retime) + len(removes), exc)
+        await self.check("write failed")
+
+    async def check(self, why: str = ""):
+        """The invariant: the agent's sets hold exactly what its ledger lists, with the
+        same end (rules rebuilt first if they are missing)."""
+        async with self._kernel_lock:
+            if not await asyncio.to_thread(self.sets.intact):
+                await asyncio.to_thread(self.sets.setup)
+                if why != "takeover":
+                    log.warning("fleet: the agent's sets or rules were missing; rebuilt")
+            held = await asyncio.to_thread(self.sets.held)
+            now = time.time()
+            self.receiver.ledger.expire(now)
+            listed = self.receiver.ledger.listed(now)       # read after the kernel's listing
+            plan = setsync.plan(listed, held, tolerance=3)
+            if plan:
+                await asyncio.to_thread(self.sets.write, plan.add, plan.retime, plan.remove)
+                self.repairs += len(plan.add) + len(plan.retime) + len(plan.remove)
+                log.warning("fleet: the kernel differed from the agent's list (%s): %s", why or "check",
+                            plan.summary())
+            self.kernel_count = len(held) + len(plan.add) - len(plan.remove)
+            self.kernel_checked = now
+        await self._save()
+
+    async def _save(self):
+        """The touched ledger entries to disk, one save at a time, in the order taken."""
+        if not self.store:
+            return
+        async with self._save_lock:
+            if self.receiver.ledger.touched:
+                await asyncio.to_thread(self.store.save, self.store.snapshot(self.receiver.ledger))
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep(self.cfg.checkinterval)
+            try:
+                await self.check()
+            except Exception as exc:              # keep watching; the next round may succeed
+                log.warning("fleet: kernel check failed: %s", exc)
 
     # -- escalation decided once --
     async def _decide(self, cand, now: float):
@@ -386,7 +489,10 @@ class Agent:
                 "servers": {s: {"last_event": t, "lag": round(lag, 3)} for s, (t, lag) in sorted(self.seen.items())},
                 "quarantined": self.receiver.ratelimit.quarantined(now),
                 "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items()},
-                "decided_here": self.decided_here,
+                "decided_here": self.decided_here, "remote": self.cfg.remote,
+                "remote_bans": len(self.receiver.ledger.listed(now)), "kernel_bans": self.kernel_count,
+                "kernel_checked": self.kernel_checked, "repairs": self.repairs,
+                "ledger": str(self.store.path) if self.store else None,
                 "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()}}
 
     async def _status(self):
