@@ -24,7 +24,11 @@ CREATE TABLE IF NOT EXISTS reports (target TEXT NOT NULL, origin TEXT NOT NULL, 
 
 
 def default_path(spool: str) -> str:
-    return str(Path(spool).with_name("fleet-ledger.sqlite3"))
+    """Beside the spool, named after it (two agents' spools in one directory never share
+    a ledger): fleet-spool.sqlite3 -> fleet-ledger.sqlite3, x.db -> x-ledger.sqlite3."""
+    path = Path(spool)
+    stem = path.name.split(".")[0]
+    return str(path.with_name((stem.replace("spool", "ledger") if "spool" in stem else f"{stem}-ledger") + ".sqlite3"))
 
 
 class LedgerStore:

@@ -109,6 +109,13 @@ def test_an_unban_saved_deletes_the_rows(tmp_path):
     assert store.load(Ledger(), NOW + 2) == 0 and store.bans(NOW + 2) == []
 
 
+def test_the_ledger_lives_beside_its_own_spool():
+    from f2b_ext.fleetledger import default_path
+    assert default_path("/var/lib/f2b-ext/fleet-spool.sqlite3") == "/var/lib/f2b-ext/fleet-ledger.sqlite3"
+    assert default_path("/x/spool-b.sqlite3") == "/x/ledger-b.sqlite3"
+    assert default_path("/x/queue.db") == "/x/queue-ledger.sqlite3"
+
+
 # -- the nft text: retime and remove never fail on a missing element --
 
 def test_retime_adds_deletes_and_adds_again_in_order():
