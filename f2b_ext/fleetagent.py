@@ -42,6 +42,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import ssl
 import time
 from collections import Counter
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fleet, setsync
-from .escalation import Escalator, Ladder, Safety, parse_duration
+from .escalation import Escalator, Ladder, Safety, Schedule, parse_duration
 from .fleet import (DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision,
                     FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for)
 from .fleetledger import LedgerStore, default_path as default_ledger
@@ -60,13 +61,60 @@ DEFAULT_CONFIG = "/etc/f2b-ext/fleet.conf"
 DEFAULT_STATUS = "/run/f2b-ext/fleet-status.json"
 
 
-def local_protected() -> list[str]:
-    """What no fleet server may ever ban because this server depends on it: its own
-    addresses, gateways, IPv6 routers, resolvers and NTP servers given as addresses
-    (f2b_ext.host.gather(), issue 12's gatherer). Peers (remotes of open connections)
-    are not published: they change by the second and include whoever connected."""
-    from .host import gather
-    return sorted({str(d.net) for d in gather().found})
+PUBLISHED_MAX = 16384                    # networks one server may publish (peers included)
+
+
+class LocalDependencies:
+    """What no fleet server may ever ban because this server depends on it, gathered the
+    way subnet-escalate gathers it (f2b_ext.host.gather(), f2b_ext.dependencies): its
+    own addresses, gateways, IPv6 routers, resolvers, NTP servers (names resolved),
+    every jail's ignoreip (asked from fail2ban; names resolved) and the peers it talked
+    to (answered connections it opened), remembered for `retention` in a file beside
+    the spool (dependencies.PeerMemory), so a peer seen once stays protected across
+    restarts. Published under this server's key of the protected bucket and protected
+    here; peers last, newest first, if there are more than PUBLISHED_MAX."""
+
+    def __init__(self, statefile: str, protect=(), ignoreip=None, retention: float | None = None):
+        from . import dependencies as deps
+        self.path, self.protect, self.ignoreip = Path(statefile), list(protect), ignoreip
+        try:
+            text = self.path.read_text()
+        except OSError:
+            text = ""
+        self.memory = deps.PeerMemory.loads(text, retention or deps.RETENTION)
+        self.problems: list[str] = []
+
+    def gather(self, now: float) -> list[str]:
+        from . import dependencies as deps
+        from . import host
+        g = host.gather()
+        problems = list(g.problems)
+        if self.memory.observe(g.peers, now) + len(self.memory.expire(now)):
+            try:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(self.memory.dumps())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                problems.append(f"peers file {self.path}: {exc.strerror}")
+        names = dict(g.names)
+        found = list(g.found) + deps.dependencies("protect", self.protect)
+        if self.ignoreip is not None:
+            try:
+                addrs, more = deps.split_names(self.ignoreip())
+                found += deps.dependencies("ignoreip", addrs)
+                names.update({n: "ignoreip" for n in more})
+            except Exception as exc:             # fail2ban restarting: its lists come next round
+                problems.append(f"fail2ban's ignoreip: {exc}")
+        for name, source in names.items():
+            try:
+                found += deps.dependencies(source, host.resolve(name), name)
+            except OSError as exc:
+                problems.append(f"{name} does not resolve ({exc.strerror or exc})")
+        self.problems = problems
+        always = sorted({str(d.net) for d in found if d.always})
+        peers = [a for a, _ in sorted(self.memory.seen.items(), key=lambda kv: -kv[1])]
+        peers = [str(ipaddress.ip_network(p)) for p in peers if str(ipaddress.ip_network(p)) not in always]
+        return always + peers[:max(0, PUBLISHED_MAX - len(always))]
 
 
 @dataclass
@@ -94,12 +142,17 @@ class AgentConfig:
     quarantine: float = 600
     hosts: int = 6
     window: float = 3600
-    fleet_bantime: float = 3600
+    schedule: str = "1h 6h 1d 1w"        # fleet escalations: escalation.Schedule's steps
+    forgedschedule: str = "30m"          # ... on evidence whose rule says "forged" (subnet-escalate's)
+    forget: float = 30 * 86400           # an escalation older than this starts the schedule anew
     batch: int = 256
     remote: str = "kernel"               # kernel: the agent's own sets; fail2ban: the fleet jail
     ledger: str = ""                     # default: fleet-ledger.sqlite3 beside the spool
-    max_bans: int = 1_000_000            # remote bans the ledger (and the kernel set) may hold
+    max_bans: int = 100_000              # remote bans the ledger (and the kernel set) may hold;
+                                         # about 2.5 KB of agent memory each (the unit's MemoryMax)
     checkinterval: float = 10
+    peersfile: str = ""                  # default: fleet-peers.json beside the spool
+    refresh: float = 30                  # seconds between gathering this server's dependencies
 
     @classmethod
     def read(cls, path: str, **override) -> "AgentConfig":
@@ -115,7 +168,7 @@ class AgentConfig:
             value = s[name]
             if name in ("nats", "protect", "peers"):
                 kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "fleet_bantime"):
+            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
                 kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
             elif typ in ("int", int):
                 kw[name] = int(value)
@@ -127,6 +180,10 @@ class AgentConfig:
             raise fleet.EventError(f"{path}: [fleet] needs server and nats")
         if kw.get("remote", "kernel") not in ("kernel", "fail2ban"):
             raise fleet.EventError(f"{path}: remote: {kw['remote']!r} must be kernel or fail2ban")
+        try:
+            Schedule.parse(kw.get("schedule", cls.schedule), forged=kw.get("forgedschedule", cls.forgedschedule))
+        except ValueError as exc:
+            raise fleet.EventError(f"{path}: {exc}") from None
         fleet.subject_for(kw["server"])
         return cls(**kw)
 
@@ -151,6 +208,12 @@ class Fail2banInbox:
     def ban(self, items: list):
         return self._ask("set", self.jail, "action", self.action, "remotebans", json.dumps({"bans": items}))
 
+    def ignoreip(self) -> list[str]:
+        """Every jail's ignoreip (addresses, networks and names)."""
+        status = dict(self._ask("status"))
+        jails = [j.strip() for j in str(status.get("Jail list", "")).split(",") if j.strip()]
+        return [str(entry) for jail in jails for entry in self._ask("get", jail, "ignoreip")]
+
     def unban(self, target: str):
         try:
             self._ask("set", self.jail, "unbanip", target)
@@ -164,10 +227,16 @@ class Agent:
         self.cfg = cfg
         self.subject = subject_for(cfg.server)
         self.spool = Spool(cfg.spool) if inbox is not False else None
-        policy = Policy.parse(cfg.server, local_protected() + list(cfg.protect), cfg.bogons,
+        self.inbox = inbox or Fail2banInbox(cfg.socket, cfg.jail, cfg.action)
+        self.dependencies = LocalDependencies(cfg.peersfile or str(Path(cfg.spool).with_name("fleet-peers.json")),
+                                              cfg.protect, getattr(self.inbox, "ignoreip", None))
+        policy = Policy.parse(cfg.server, list(cfg.protect), cfg.bogons,
                               single_cap=cfg.single_cap, forged_cap=cfg.forged_cap, max_ban=cfg.max_ban,
                               min_servers=cfg.min_servers)
         self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine), cfg.max_bans)
+        # before any event is decided: what this server depends on is protected here
+        self.mine = self.dependencies.gather(time.time()) if inbox is not False else []
+        self.receiver.set_local(self.mine)
         self.store = LedgerStore(cfg.ledger or default_ledger(cfg.spool)) if inbox is not False else None
         if self.store:
             self.store.load(self.receiver.ledger, time.time())
@@ -180,14 +249,15 @@ class Agent:
         self.kernel_count = None                 # elements in the agent's sets at the last check
         self.kernel_checked = 0.0
         self.repairs = 0
-        safety = Safety(protected=policy.protected, bogons=policy.bogons, maxprefix={4: 16, 6: 32})
+        safety = Safety(protected=self.receiver.protected(), bogons=policy.bogons, maxprefix={4: 16, 6: 32})
         self.escalator = FleetEscalator(
             Escalator(Ladder.parse(f"24:{cfg.hosts} 16:3", f"64:{cfg.hosts} 48:3"), cfg.window, safety),
             cfg.min_servers)
-        self.inbox = inbox or Fail2banInbox(cfg.socket, cfg.jail, cfg.action)
         self.verdicts: Counter = Counter()
         self.seen: dict = {}                     # server -> (last event time, last lag)
         self.decisions: dict = {}                # prefix -> FleetDecision applied here
+        self.schedule = Schedule.parse(cfg.schedule, forget=f"{int(cfg.forget)}s", forged=cfg.forgedschedule)
+        self._rng = random.Random()
         self.decided_here = 0
         self.published = 0
         self.nc = self.js = None
@@ -224,7 +294,8 @@ class Agent:
                                               duplicate_window=120))
         for bucket in (PROTECTED_BUCKET, DECISIONS_BUCKET):
             await self.js.create_key_value(bucket=bucket, history=1, replicas=self.cfg.replicas,
-                                           ttl=None if bucket == PROTECTED_BUCKET else self.cfg.max_ban)
+                                           ttl=None if bucket == PROTECTED_BUCKET else
+                                           max(self.cfg.max_ban, self.cfg.forget))   # history for the schedule
 
     async def run(self):
         if self.sets:
@@ -426,42 +497,70 @@ class Agent:
 
     # -- escalation decided once --
     async def _decide(self, cand, now: float):
+        """Write the candidate's decision once (create, or update on the revision of the
+        ended one: compare-and-set either way), or read the one another agent wrote."""
         import nats.js.errors
-        if cand.net in self.decisions:
+        held = self.decisions.get(cand.net)
+        if held is not None and held.until > now:
             return
         kv = await self.js.key_value(DECISIONS_BUCKET)
-        decision = FleetDecision(cand.net, now + self.cfg.fleet_bantime, self.cfg.server, cand.reporters, now)
+        key = fleet.decision_key(cand.net)
         try:
-            await kv.create(fleet.decision_key(cand.net), decision.to_json())
-            self.decided_here += 1
-            log.warning("fleet: decided fleet ban of %s until %.0f (reporters %s)",
-                        cand.net, decision.until, ", ".join(cand.reporters))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await kv.get(fleet.decision_key(cand.net))
-            decision = FleetDecision.parse(entry.value)
+            entry = await kv.get(key)
+            previous, revision = FleetDecision.parse(entry.value), entry.revision
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            previous, revision = None, 0
+        decision = fleet.next_decision(previous, cand, self.cfg.server, now, self.schedule, self._rng.random())
+        if decision is None:
+            decision = previous                  # still in force: decided by another agent
+        else:
+            try:
+                if revision:
+                    await kv.update(key, decision.to_json(), last=revision)
+                else:
+                    await kv.create(key, decision.to_json())
+                self.decided_here += 1
+                log.warning("fleet: decided fleet ban #%d of %s until %.0f (reporters %s)", decision.count,
+                            cand.net, decision.until, ", ".join(cand.reporters))
+            except nats.js.errors.KeyWrongLastSequenceError:
+                decision = FleetDecision.parse((await kv.get(key)).value)
         await self._apply_decision(decision, now)
 
     async def _apply_decision(self, d: FleetDecision, now: float):
-        if d.net in self.decisions or d.until <= now:
+        held = self.decisions.get(d.net)
+        until = fleet.decision_until(d, self.schedule)
+        if (held is not None and held.until > now) or until <= now:
             return
         why = self.escalator.supports(d.net, now)
         if why is not None:
             self.verdicts["decision-unsupported"] += 1
             return                               # maybe later, once our view caught up
         self.decisions[d.net] = d
-        self.escalator.mark_banned(d.net, d.until, now)
-        await asyncio.to_thread(self.inbox.ban, [[str(d.net), d.until, d.decided_by]])
+        self.escalator.mark_banned(d.net, until, now)
+        await asyncio.to_thread(self.inbox.ban, [[str(d.net), until, d.decided_by]])
         self.verdicts["fleet-escalation"] += 1
-        log.warning("fleet: banned %s until %.0f (fleet decision by %s)", d.net, d.until, d.decided_by)
+        log.warning("fleet: banned %s until %.0f (fleet decision #%d by %s)", d.net, until, d.count, d.decided_by)
 
     # -- protected addresses --
     async def _protected(self):
+        """Publish this server's dependencies (gathered every `refresh` s) under its own
+        key; read every other server's (up to PUBLISHED_MAX each) into the Receiver; the
+        fleet escalator never proposes a prefix covering any of them."""
         import nats.js.errors
-        mine = [str(ipaddress.ip_network(a, strict=False)) for a in local_protected() + list(self.cfg.protect)]
+        gathered = time.monotonic()
         while True:
+            if time.monotonic() - gathered >= self.cfg.refresh:
+                gathered = time.monotonic()
+                try:
+                    self.mine = await asyncio.to_thread(self.dependencies.gather, time.time())
+                    self.receiver.set_local(self.mine)
+                except Exception as exc:         # keep the last known list
+                    log.warning("fleet: gathering this server's dependencies failed: %s", exc)
+                for problem in self.dependencies.problems:
+                    log.warning("fleet: dependencies: %s", problem)
             try:
                 kv = await self.js.key_value(PROTECTED_BUCKET)
-                await kv.put(self.cfg.server, json.dumps(sorted(set(mine))).encode())
+                await kv.put(self.cfg.server, json.dumps(self.mine).encode())
                 for key in self.cfg.peers or await kv.keys():
                     if key == self.cfg.server or not fleet.SERVER_RE.fullmatch(key):
                         continue
@@ -471,12 +570,18 @@ class Agent:
                         continue              # that server's agent has not started yet
                     try:
                         nets = json.loads(entry.value)
-                        assert isinstance(nets, list) and len(nets) <= 4096
+                        assert isinstance(nets, list)
                     except Exception:
                         log.warning("fleet: protected list of %s unreadable", key)
                         continue
-                    for why in self.receiver.set_protected(key, [str(n) for n in nets]):
+                    if len(nets) > PUBLISHED_MAX:
+                        log.warning("fleet: %s published %d protected networks; the first %d are used",
+                                    key, len(nets), PUBLISHED_MAX)
+                    for why in self.receiver.set_protected(key, [str(n) for n in nets[:PUBLISHED_MAX]]):
                         log.warning("fleet: %s's protected entry ignored: %s", key, why)
+                safety = self.escalator.escalator.safety
+                self.escalator.escalator.set_safety(Safety(protected=self.receiver.protected(),
+                                                           bogons=safety.bogons, maxprefix=safety.maxprefix))
             except Exception as exc:
                 log.warning("fleet: protected bucket: %s", exc)
             await asyncio.sleep(5)
@@ -488,12 +593,14 @@ class Agent:
                 "spool_depth": self.spool.depth(), "published": self.published,
                 "servers": {s: {"last_event": t, "lag": round(lag, 3)} for s, (t, lag) in sorted(self.seen.items())},
                 "quarantined": self.receiver.ratelimit.quarantined(now),
-                "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items()},
+                "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items() if d.until > now},
+                "fleet_escalations": {str(n): d.count for n, d in self.decisions.items()},
                 "decided_here": self.decided_here, "remote": self.cfg.remote,
                 "remote_bans": len(self.receiver.ledger.listed(now)), "kernel_bans": self.kernel_count,
                 "kernel_checked": self.kernel_checked, "repairs": self.repairs,
                 "ledger": str(self.store.path) if self.store else None,
-                "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()}}
+                "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()},
+                "protected_here": len(self.mine), "peers_remembered": len(self.dependencies.memory.seen)}
 
     async def _status(self):
         path = Path(self.cfg.status)

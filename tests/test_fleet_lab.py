@@ -16,7 +16,8 @@ from conftest import is_root, kernel_line
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(not is_root(), reason="needs root and network namespaces")]
 
-SETTINGS = dict(rate=50, burst=2500, quarantine=600, single_cap="10m", hosts=6, min_servers=2, checkinterval=1)
+SETTINGS = dict(rate=50, burst=2500, quarantine=600, single_cap="10m", hosts=6, min_servers=2, checkinterval=1,
+                schedule="10m 1h", forgedschedule="10m 1h", refresh=2)
 RESOLVER_OF_A = "192.0.2.53"           # a dependency of A: never banned anywhere
 
 
@@ -140,8 +141,40 @@ def test_c_banning_what_the_fleet_depends_on_is_refused_by_every_receiver(lab, t
     for n in "ab":
         assert wait(lambda: f"refused ban {target} from c: " in lab.agent_log(n), 15), lab.agent_log(n)[-2000:]
         reason = lab.agent_log(n).split(f"refused ban {target} from c: ")[-1].splitlines()[0]
-        assert (why if n == "b" else why.replace("by fleet server a", "here")) in reason
+        # b talks to a (their nats-servers' route): a's address is b's own peer too
+        assert (why if n == "b" else why.replace("by fleet server a", "here")) in reason or \
+            (n, target) == ("b", "198.18.0.1") and "protected here" in reason, reason
         assert target.split("/")[0] not in lab.kernel_set(n)
+
+
+def test_a_peer_of_a_is_published_and_never_banned_by_the_fleet(lab):
+    """A opens a connection to a host it depends on (a listener in the hub namespace);
+    A's agent remembers it as a peer and publishes it: C's ban of it is refused by A
+    (its own dependency) and by B (A's)."""
+    import subprocess
+    import sys
+    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab import sh
+    peer = "198.18.0.200"
+    sh("ip", "-n", lab.hub, "addr", "add", f"{peer}/24", "dev", "br0")
+    code_listen = ("import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+                   f"s.bind(('{peer}', 9000)); s.listen(); c=s.accept(); time.sleep(120)")
+    code_connect = f"import socket,time; s=socket.create_connection(('{peer}', 9000), 10); time.sleep(120)"
+    procs = [subprocess.Popen(["ip", "netns", "exec", lab.hub, sys.executable, "-c", code_listen])]
+    try:
+        time.sleep(1)
+        procs.append(subprocess.Popen(["ip", "netns", "exec", lab.ns["a"], sys.executable, "-c", code_connect]))
+        assert wait(lambda: f"{peer}/32" in lab.status("b").get("protected_by", {}).get("a", []), 30), \
+            lab.status("b").get("protected_by")
+        assert lab.status("a")["peers_remembered"] >= 1
+        publish_as(lab, "c", "f2bx.bans.c", [event("c", peer)])
+        for n, why in (("a", f"covers {peer}/32, protected here"), ("b", f"covers {peer}/32, protected by fleet server a")):
+            assert wait(lambda: f"refused ban {peer} from c: {why}" in lab.agent_log(n), 15), lab.agent_log(n)[-2000:]
+            assert peer not in lab.kernel_set(n)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def test_expired_events_are_dropped_on_replay(lab):
@@ -166,6 +199,47 @@ def test_fleet_escalation_is_decided_once(lab):
     assert wait(lambda: all("203.0.113.0/24" in lab.status(n)["fleet_decisions"] for n in "abc"), 10)
     assert sum(lab.status(n)["decided_here"] for n in "abc") == 1
     assert lab.f2b["c"].bans("f2b-ext-fleet").get("203.0.113.0/24", 0) > 0
+
+
+def put_decision(lab, decision):
+    """Write a fleet decision into the bucket as server a's agent would."""
+    import subprocess
+    import sys
+    from f2b_ext.fleetlab import PROJECT_DIR
+    code = f"""
+import asyncio, ssl, nats
+from f2b_ext.fleetagent import AgentConfig
+cfg = AgentConfig.read({str(lab.agent_conf("a"))!r})
+async def main():
+    nc = await nats.connect(servers=cfg.nats, user=cfg.user, password=cfg.password,
+                            tls=ssl.create_default_context(cafile=cfg.ca))
+    kv = await nc.jetstream().key_value("f2bx-decisions")
+    await kv.put({fleet_key(decision.net)!r}, {decision.to_json()!r})
+    await nc.close()
+asyncio.run(main())
+"""
+    subprocess.run(["ip", "netns", "exec", lab.ns["a"], sys.executable, "-c", code], check=True, timeout=60,
+                   env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def fleet_key(net):
+    from f2b_ext.fleet import decision_key
+    return decision_key(net)
+
+
+def test_a_prefix_escalated_again_after_its_fleet_ban_ended_gets_a_longer_one(lab):
+    import ipaddress
+    from f2b_ext.fleet import FleetDecision
+    net, now = ipaddress.ip_network("203.0.112.0/24"), time.time()
+    put_decision(lab, FleetDecision(net, now - 100, "a", ("a", "b"), now - 700, 1))     # the first: 10 min, ended
+    decided = sum(lab.status(n)["decided_here"] for n in "abc")
+    for n, hs in {"a": (1, 2), "b": (3, 4), "c": (5, 6)}.items():
+        lab.f2b[n].append(*(kernel_line(f"203.0.112.{h}") for h in hs))
+    assert wait(lambda: all(lab.status(n)["fleet_escalations"].get(str(net)) == 2 for n in "abc"), 60), \
+        {n: lab.status(n)["fleet_escalations"] for n in "abc"}
+    assert sum(lab.status(n)["decided_here"] for n in "abc") == decided + 1
+    assert wait(lambda: 3500 < lab.f2b["c"].bans("f2b-ext-fleet").get(str(net), 0) <= 3600, 20), \
+        lab.f2b["c"].bans("f2b-ext-fleet")                   # the second step, 1h (kernel lines: forgeable)
 
 
 def test_one_server_alone_does_not_escalate(lab):

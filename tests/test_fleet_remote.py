@@ -269,3 +269,58 @@ def test_agent_sets_in_the_kernel(lab_nft):
         sets.sync(listed)
         assert sets.intact() and set(sets.held()) == set(listed)
         sets.teardown()
+
+
+# -- this server's dependencies, published: peers included --
+
+def test_peers_are_remembered_across_restarts_and_published_after_the_others(tmp_path, monkeypatch):
+    from f2b_ext import dependencies as deps
+    from f2b_ext import fleetagent, host
+    seen = {"peers": ["198.51.100.80"]}
+    monkeypatch.setattr(host, "gather", lambda: host.Gathered(
+        found=deps.dependencies("resolver", ["192.0.2.53"]) + deps.dependencies("this-host", ["198.18.0.1"]),
+        names={"ntp.example": "ntp"}, peers=list(seen["peers"])))
+    monkeypatch.setattr(host, "resolve", lambda name: ["192.0.2.123"])
+    state = tmp_path / "fleet-peers.json"
+    d = fleetagent.LocalDependencies(str(state), protect=["203.0.113.0/28"], ignoreip=lambda: ["198.51.100.7", "office"])
+    mine = d.gather(NOW)
+    assert mine == ["192.0.2.123/32", "192.0.2.53/32", "198.18.0.1/32", "198.51.100.7/32", "203.0.113.0/28",
+                    "198.51.100.80/32"]              # always-protected first, then peers
+    seen["peers"] = []                               # the connection closed; the agent restarts
+    again = fleetagent.LocalDependencies(str(state), ignoreip=None)
+    assert "198.51.100.80/32" in again.gather(NOW + 3600)
+    assert "198.51.100.80/32" not in again.gather(NOW + 8 * 86400)      # forgotten after the retention
+
+
+def test_a_dependency_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path, monkeypatch):
+    from f2b_ext import fleetagent, host
+    monkeypatch.setattr(host, "gather", lambda: host.Gathered(problems=["routes (ip route): boom"]))
+
+    def down():
+        raise ConnectionRefusedError("fail2ban is restarting")
+    d = fleetagent.LocalDependencies(str(tmp_path / "p.json"), ignoreip=down)
+    assert d.gather(NOW) == []
+    assert d.problems == ["routes (ip route): boom", "fail2ban's ignoreip: fail2ban is restarting"]
+
+
+def test_published_lists_are_capped_peers_first_to_go(tmp_path, monkeypatch):
+    from f2b_ext import dependencies as deps
+    from f2b_ext import fleetagent, host
+    monkeypatch.setattr(fleetagent, "PUBLISHED_MAX", 3)
+    monkeypatch.setattr(host, "gather", lambda: host.Gathered(found=deps.dependencies("gateway", ["192.0.2.1"]),
+                                                              peers=[f"198.51.100.{i}" for i in range(1, 9)]))
+    assert fleetagent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)[0] == "192.0.2.1/32"
+    assert len(fleetagent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)) == 3
+
+
+def test_local_and_fleet_protection_are_looked_up_by_index():
+    r = receiver()
+    r.set_local(["198.51.100.80"])
+    r.set_protected("a", [f"192.0.2.{i}" for i in range(1, 200)] + ["198.18.7.0/24"])
+    r.set_protected("b", ["198.18.7.9"])
+    assert "protected here" in r.decide(ev("d", "198.51.100.80"), NOW).reason
+    assert "protected by fleet server a" in r.decide(ev("d", "192.0.2.150", seq="2"), NOW).reason
+    assert "covers 198.18.7.0/24, protected by fleet server a" in r.decide(ev("d", "198.18.7.9", seq="3"), NOW).reason
+    assert r.decide(ev("d", "198.51.100.81", seq="4"), NOW).verdict == "apply"
+    r.set_local([])
+    assert r.decide(ev("d", "198.51.100.80", seq="5"), NOW).verdict == "apply"
