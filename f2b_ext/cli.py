@@ -466,8 +466,8 @@ def cmd_schedule(args) -> int:
     try:
         jails = [j for j in f2b.jails() if not args.jail or j in args.jail]
         missing = set(args.jail or ()) - set(jails)
-        if missing:
-            raise CliError(f"no such jail: {', '.join(sorted(missing))}")
+        if missing - {schedule.REMOTE_JAIL}:
+            raise CliError(f"no such jail: {', '.join(sorted(missing - {schedule.REMOTE_JAIL}))}")
         bans = []
         for jail in jails:
             escalating = schedule.ESCALATING_ACTION in f2b.ask("get", jail, "actions")
@@ -478,6 +478,10 @@ def cmd_schedule(args) -> int:
     finally:
         f2b.close()
     now = time.time()
+    remote = _fleet_ledger_rows(args.fleet_status, now) if not args.jail or schedule.REMOTE_JAIL in args.jail else []
+    if remote:
+        bans += schedule.remote_bans(remote)
+        jails.append(schedule.REMOTE_JAIL)
     if args.json:
         import json
         json.dump(schedule.as_json(bans, now), sys.stdout, indent=1)
@@ -487,6 +491,22 @@ def cmd_schedule(args) -> int:
     for line in schedule.render(bans, now, jails, width=width, style=Style(sys.stdout, args.color)):
         print(line)
     return 0
+
+
+def _fleet_ledger_rows(status_path: str | None, now: float) -> list:
+    """The fleet agent's remote bans from its ledger (named in its status file); none
+    when no agent runs here."""
+    import json as _json
+    import sqlite3
+    from .fleetagent import DEFAULT_STATUS
+    from .fleetledger import LedgerStore
+    try:
+        ledger = _json.loads(Path(status_path or DEFAULT_STATUS).read_text()).get("ledger")
+        return LedgerStore(ledger, readonly=True).bans(now) if ledger else []
+    except (OSError, ValueError, sqlite3.Error):
+        if status_path:
+            raise CliError(f"{status_path}: no fleet agent status or ledger to read") from None
+        return []
 
 
 # --- check ------------------------------------------------------------------------------
@@ -892,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--socket", metavar="PATH", help="fail2ban's socket (default: from CONFDIR/fail2ban.conf)")
     sc.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
     sc.add_argument("--json", action="store_true", help="machine-readable output")
+    sc.add_argument("--fleet-status", metavar="FILE",
+                    help="the fleet agent's status file, whose ledger lists its remote bans (default: "
+                         "/run/f2b-ext/fleet-status.json when an agent runs here)")
     sc.set_defaults(func=cmd_schedule)
 
     c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",

@@ -324,3 +324,20 @@ def test_local_and_fleet_protection_are_looked_up_by_index():
     assert r.decide(ev("d", "198.51.100.81", seq="4"), NOW).verdict == "apply"
     r.set_local([])
     assert r.decide(ev("d", "198.51.100.80", seq="5"), NOW).verdict == "apply"
+
+
+# -- `f2b-ext schedule` shows where a remote ban came from --
+
+def test_schedule_rows_for_the_agents_remote_bans(tmp_path):
+    from f2b_ext import schedule
+    r = receiver()
+    r.decide(ev("a"), NOW)
+    r.decide(ev("b", proto=None, seq="2"), NOW + 1)
+    store = LedgerStore(str(tmp_path / "l.sqlite3"))
+    store.save(store.snapshot(r.ledger))
+    rows = schedule.remote_bans(store.bans(NOW + 10))
+    assert rows == [schedule.Ban("fleet-agent", "203.0.113.7", NOW, 3600, NOW + 3600, False, False,
+                                 "from a (sshd, forgeable); b (sshd, proven)")]
+    text = "\n".join(schedule.render(rows, NOW + 10, ["fleet-agent"]))
+    assert "fleet-agent 203.0.113.7" in text and "from a (sshd, forgeable); b (sshd, proven)" in text
+    assert schedule.as_json(rows, NOW + 10)["bans"][0]["origin"].startswith("from a")
