@@ -328,7 +328,9 @@ class Receiver:
             cap, why = p.forged_cap, "forgeable evidence"
         elif len(reporters) < p.min_servers and p.single_cap < cap:
             cap, why = p.single_cap, f"reported by {len(reporters)} server(s) only"
-        end = min(ev.end, now + cap)
+        # the cap runs from when the origin banned (not from when the event arrived): a
+        # redelivery or a replay after an outage ends at the same time, so it is a duplicate
+        end = min(ev.end, min(ev.at, now) + cap)
         if end - now < p.min_remaining:
             return Decision("expired", f"less than {p.min_remaining:.0f}s left after the cap ({why})")
         if self.ledger.full(ev.target, now):
