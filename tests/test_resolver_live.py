@@ -16,6 +16,7 @@ The host's NTP servers are names here (a timesyncd.conf bind-mounted too): subne
 resolves them in its own thread, and a reload meanwhile must not wait for it.""" 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -80,12 +81,17 @@ def run(lab, resolver: str, work: Path, scanner: str) -> tuple[float, float, flo
     """(seconds to start, to reload, from the third line to the ban, to restart with the
     ban restored; the server's log) with /etc/resolv.conf naming `resolver`."""
     from f2b_ext.f2b_server import Fail2banServer
-    resolv, timesyncd = work / f"resolv-{resolver}.conf", work / "timesyncd.conf"
+    resolv, etc_systemd = work / f"resolv-{resolver}.conf", work / f"systemd-{resolver}"
     resolv.write_text(RESOLV.format(resolver))
-    timesyncd.write_text(TIMESYNCD)
+    # a copy of /etc/systemd with our timesyncd.conf, bound over the directory: the file
+    # need not exist on the machine (trixie's minimal root has none), and nothing of the
+    # machine's /etc changes
+    shutil.copytree("/etc/systemd", etc_systemd, symlinks=True, dirs_exist_ok=True)
+    (etc_systemd / "timesyncd.conf").unlink(missing_ok=True)
+    (etc_systemd / "timesyncd.conf").write_text(TIMESYNCD)
     prefix = ("unshare", "--mount", "--uts", "--", "sh", "-c",
-              'mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/systemd/timesyncd.conf && hostname "$2" '
-              '&& shift 2 && exec "$@"', str(resolv), str(timesyncd), HOSTNAME)
+              'mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/systemd && hostname "$2" '
+              '&& shift 2 && exec "$@"', str(resolv), str(etc_systemd), HOSTNAME)
     f2b = Fail2banServer(JAIL_LOCAL, netns=lab.server, prefix=prefix)
     try:
         began = time.monotonic()
