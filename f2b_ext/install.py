@@ -123,35 +123,71 @@ def manifest_after(steps: list[Step], ours: dict[str, bytes], previous: dict[str
     return result
 
 
-def imported_modules(source: str, package: str = "f2b_ext") -> set[str]:
-    """The modules of `package` that Python source imports, anywhere in it (function
-    bodies too): `from . import x`, `from .x import y`, `import f2b_ext.x`, `from f2b_ext.x import y`."""
+def module_name(relpath: str) -> str:
+    """A module's dotted name inside the package from its file's path there:
+    "core/escalation.py" -> "core.escalation", "core/__init__.py" -> "core.__init__"."""
+    return relpath[:-len(".py")].replace("/", ".")
+
+
+def is_lab(name: str) -> bool:
+    """Whether a module (dotted name inside the package) is lab code."""
+    return name.split(".")[0] in LAB_MODULES
+
+
+def imported_modules(source: str, package: str = "f2b_ext", module: str = "__init__") -> set[str]:
+    """The modules of `package` that Python source may import, anywhere in it (function
+    bodies too), as dotted names inside the package, for a source that is `module` there
+    (relative imports are read from it): `from . import x`, `from .x import y`,
+    `import f2b_ext.x`, `from f2b_ext.x import y`. `from M import y` names both M and
+    M.y, for y may be a submodule; `resolve()` keeps those that exist."""
+    here = module.split(".")[:-1]            # the package `module` is in, as parts
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                found.update([node.module.split(".")[0]] if node.module else (a.name for a in node.names))
-            elif node.level == 0 and node.module == package:
-                found.update(a.name for a in node.names)
-            elif node.level == 0 and (node.module or "").startswith(package + "."):
-                found.add(node.module.split(".")[1])
+            if node.level:
+                parts = here[:len(here) - (node.level - 1)] if node.level > 1 else list(here)
+                if node.level - 1 > len(here):
+                    continue                 # above the package
+            elif node.module == package or (node.module or "").startswith(package + "."):
+                parts = []
+            else:
+                continue
+            parts += (node.module.split(".") if node.module else []) if node.level else \
+                node.module.split(".")[1:]
+            if parts:
+                found.add(".".join(parts))
+            found.update(".".join(parts + [a.name]) for a in node.names if a.name != "*")
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(package + "."))
+            found.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith(package + "."))
     return found
 
 
+def resolve(name: str, modules: dict[str, str]) -> list[str]:
+    """The files importing `name` runs, of `modules` (their dotted names): the module
+    or package itself and the __init__ of every package above it; [] if it is none."""
+    if name in modules:
+        found = [name]
+    elif name + ".__init__" in modules:
+        found = [name + ".__init__"]
+    else:
+        return []
+    parts = name.split(".")
+    return found + [".".join(parts[:n] + ["__init__"]) for n in range(1, len(parts))
+                    if ".".join(parts[:n] + ["__init__"]) in modules]
+
+
 def fail2ban_modules(modules: dict[str, str], actions: list[str]) -> list[str]:
-    """Which of the package's modules ({name: source}) fail2ban's Python needs: those the
-    action files (their sources) import and RUNTIME_ENTRIES, followed through every import,
-    never into LAB_MODULES."""
-    todo = [m for m in set(RUNTIME_ENTRIES).union(*map(imported_modules, actions)) if m in modules]
+    """Which of the package's modules ({dotted name: source}) fail2ban's Python needs:
+    those the action files (their sources) import and RUNTIME_ENTRIES, followed through
+    every import, never into the lab (is_lab)."""
+    todo = [m for n in set(RUNTIME_ENTRIES).union(*map(imported_modules, actions)) for m in resolve(n, modules)]
     needed = set()
     while todo:
         name = todo.pop()
-        if name in needed or name in LAB_MODULES:
+        if name in needed or is_lab(name):
             continue
         needed.add(name)
-        todo += [m for m in imported_modules(modules[name]) if m in modules]
+        todo += [m for n in imported_modules(modules[name], module=name) for m in resolve(n, modules)]
     return sorted(needed)
 
 

@@ -33,6 +33,13 @@ from . import shipped as data
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def package_sources(directory: Path = PACKAGE_DIR) -> dict[str, str]:
+    """{dotted name inside the package: source} of every module of the package at
+    `directory`, subpackages included (not its data)."""
+    return {plan.module_name(src.relative_to(directory).as_posix()): src.read_text()
+            for src in sorted(directory.rglob("*.py")) if "data" not in src.relative_to(directory).parts}
+
+
 class InstallError(RuntimeError):
     """Stops the installer: one line for the user."""
 
@@ -149,10 +156,11 @@ class Installer:
             raise InstallError(str(exc)) from None
         if self.package_note:
             return files, why
-        modules = {src.stem: src.read_text() for src in PACKAGE_DIR.glob("*.py")}
+        modules = package_sources()
         actions = [content.decode() for path, content in files.items() if "/action.d/" in path]
         for name in plan.fail2ban_modules(modules, actions):
-            files[f"{self.site}/f2b_ext/{name}.py"] = (PACKAGE_DIR / f"{name}.py").read_bytes()
+            rel = name.replace(".", "/") + ".py"
+            files[f"{self.site}/f2b_ext/{rel}"] = (PACKAGE_DIR / rel).read_bytes()
         return files, why
 
     def read(self, rel: str) -> bytes | None:

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, is_root, jail_backends
 from test_jails import DEBIAN_SYSLOG_BACKEND
 from f2b_ext import install as plan
-from f2b_ext.installer import fail2ban_python
+from f2b_ext.installer import fail2ban_python, package_sources
 
 # --- the planner (pure) ---------------------------------------------------------------
 
@@ -266,7 +266,19 @@ def test_imported_modules_reads_every_form_of_import():
     src = ("from . import escalation, host\nfrom .nftset import x\nimport f2b_ext.ipset\n"
            "from f2b_ext.f2b_action import A\nfrom f2b_ext import report\nimport os\n"
            "def later():\n    from .lab import Lab\n")
-    assert plan.imported_modules(src) == {"escalation", "host", "nftset", "ipset", "f2b_action", "report", "lab"}
+    # `from M import y` names M.y too: y may be a submodule (resolve() keeps what exists)
+    assert plan.imported_modules(src) == {"escalation", "host", "nftset", "nftset.x", "ipset", "f2b_action",
+                                          "f2b_action.A", "report", "lab", "lab.Lab"}
+
+
+def test_imported_modules_reads_relative_imports_from_inside_a_subpackage():
+    src = "from . import nftset\nfrom ..core.escalation import Escalator\nfrom .. import errors\nfrom ... import x\n"
+    assert plan.imported_modules(src, module="plugins.nftset") == {
+        "plugins", "plugins.nftset", "core.escalation", "core.escalation.Escalator", "errors"}
+    modules = {"__init__": "", "errors": "", "core.__init__": "", "core.escalation": "", "plugins.__init__": ""}
+    assert plan.resolve("core.escalation", modules) == ["core.escalation", "core.__init__"]
+    assert plan.resolve("core", modules) == ["core.__init__"]
+    assert plan.resolve("core.escalation.Escalator", modules) == []
 
 
 def test_fail2ban_modules_follow_every_import_but_never_into_the_lab():
@@ -277,19 +289,35 @@ def test_fail2ban_modules_follow_every_import_but_never_into_the_lab():
     assert plan.fail2ban_modules(modules, [action]) == ["__init__", "__main__", "cli", "core", "plugin", "synwatcher"]
 
 
+def test_fail2ban_modules_follow_subpackages_and_take_their_init():
+    modules = {"__init__": "", "__main__": "from .cli import main", "synwatcher": "",
+               "cli.__init__": "from . import demo\n", "cli.demo": "def run():\n    from ..lab import netns\n",
+               "lab.__init__": "", "lab.netns": "",
+               "plugins.__init__": "", "plugins.nftset": "from ..core import nftset\n",
+               "core.__init__": "", "core.nftset": "from . import escalation\n", "core.escalation": "",
+               "core.unused": ""}
+    action = "from f2b_ext.plugins.nftset import NftSetAction as Action"
+    assert plan.fail2ban_modules(modules, [action]) == [
+        "__init__", "__main__", "cli.__init__", "cli.demo", "core.__init__", "core.escalation", "core.nftset",
+        "plugins.__init__", "plugins.nftset", "synwatcher"]
+
+
 def test_the_shipped_plugins_never_need_the_lab():
     """What fail2ban-server itself imports (action.d/*.py, followed through every import)
     reaches no lab module even without the barrier: the barrier only cuts `f2b-ext demo`."""
-    modules = {p.stem: p.read_text() for p in (ROOT / "f2b_ext").glob("*.py")}
-    todo, seen = [m for a in (ROOT / "action.d").glob("*.py") for m in plan.imported_modules(a.read_text())], set()
+    modules = package_sources(ROOT / "f2b_ext")
+    todo = [m for a in (ROOT / "action.d").glob("*.py") for n in plan.imported_modules(a.read_text())
+            for m in plan.resolve(n, modules)]
+    seen = set()
     while todo:
         name = todo.pop()
-        if name in modules and name not in seen:
+        if name not in seen:
             seen.add(name)
-            todo += plan.imported_modules(modules[name])
-    assert {"f2b_action", "f2b_nftset", "f2b_ipset"} <= seen and not seen & plan.LAB_MODULES
-    users = {m for m, src in modules.items() if m not in plan.LAB_MODULES and plan.imported_modules(src) & plan.LAB_MODULES}
-    assert users == {"cli"}
+            todo += [m for n in plan.imported_modules(modules[name], module=name) for m in plan.resolve(n, modules)]
+    assert len(seen) > 5 and not any(map(plan.is_lab, seen))
+    users = {m for m, src in modules.items() if not plan.is_lab(m)
+             and any(plan.is_lab(r) for n in plan.imported_modules(src, module=m) for r in plan.resolve(n, modules))}
+    assert users and all(m.split(".")[0] == "cli" for m in users), users
 
 
 def test_plan_install_removes_what_we_no_longer_ship_unless_changed():
@@ -308,9 +336,9 @@ def test_the_installed_copy_holds_no_lab_code(machine):
     r = f2b_ext("install", "--root", str(machine))
     assert r.returncode == 0, r.stdout + r.stderr
     installed = site(machine) / "f2b_ext"
-    names = {p.stem for p in installed.glob("*.py")}
-    assert {"f2b_action", "f2b_nftset", "f2b_ipset", "f2b_setaction", "synwatcher", "__main__"} <= names
-    assert not names & plan.LAB_MODULES and not (installed / "data").exists()
+    names = set(package_sources(installed))
+    assert {"f2b_action", "f2b_nftset", "f2b_ipset", "f2b_setaction", "f2b_fleet", "__main__"} <= names
+    assert not any(map(plan.is_lab, names)) and not (installed / "data").exists()
     for path in installed.rglob("*"):
         if path.is_file():
             text = path.read_bytes()
