@@ -1,8 +1,9 @@
 """The `f2b-ext` command line.
 
 How it works: each subcommand is a small function that gathers its input (files,
-fail2ban, the kernel), asks the pure core or fail2ban for decisions, and prints. Errors
-a user can cause are `CliError`: one line on stderr, exit status 2, never a traceback.
+fail2ban, the kernel), asks the pure core or fail2ban for decisions, and prints. Every
+error f2b-ext raises on purpose (f2b_ext.errors: `F2bExtError`, `CliError` among them)
+is one line on stderr and exit status 2, never a traceback.
 """
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, netfilter as nf, shipped
+from .errors import CliError, F2bExtError
+from .escalation import ConfigError
 from .f2b_filter import Fail2banMissing, FilterRunner, config_dir, ensure_utc
 from .samples import SampleError, read_cases
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
 
 
 # --- output -------------------------------------------------------------------------
@@ -51,7 +50,7 @@ def parse_filter_spec(spec: str) -> tuple[str, dict]:
     try:
         name, options = extractOptions(spec)
     except ValueError:
-        raise CliError(f"bad filter spec {spec!r}: expected NAME or NAME[key=value, ...]") from None
+        raise ConfigError(f"bad filter spec {spec!r}: expected NAME or NAME[key=value, ...]") from None
     return name, dict(options)
 
 
@@ -69,8 +68,6 @@ def _runner(spec: str, workdir: Path) -> tuple[FilterRunner, nf.Policy | None]:
         return FilterRunner(name, options, config_dir(workdir)), policy
     except ValueError as exc:
         raise CliError(f"filter {spec}: {exc}") from None
-    except Fail2banMissing as exc:
-        raise CliError(str(exc)) from None
 
 
 @dataclass
@@ -167,15 +164,12 @@ VERB_STYLE = {"new": "green", "updated": "green", "replaced": "red", "kept": "re
 
 
 def _run_installer(args, what: str):
-    """(installer, result) of Installer.install or .uninstall; errors as CliError."""
-    from .installer import InstallError, Installer
+    """(installer, result) of Installer.install or .uninstall."""
+    from .installer import Installer
     if os.geteuid() != 0 and args.root == "/" and not args.dry_run:
         raise CliError(f"{what} into / needs root (try --dry-run, or --root DIR)")
-    try:
-        installer = Installer(Path(args.root), force=args.force)
-        return installer, getattr(installer, what)(dry_run=args.dry_run)
-    except InstallError as exc:
-        raise CliError(str(exc)) from None
+    installer = Installer(Path(args.root), force=args.force)
+    return installer, getattr(installer, what)(dry_run=args.dry_run)
 
 
 def _print_steps(out: Style, steps, root: str, verbose: bool):
@@ -335,11 +329,8 @@ def cmd_report(args) -> int:
         since = report.parse_since(args.since, now) if args.since else None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    from .escalation import ConfigError, parse_bogons
-    try:
-        bogons = parse_bogons(args.bogons)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    from .escalation import parse_bogons
+    bogons = parse_bogons(args.bogons)
     found = [] if args.no_dependencies else _dependencies()[0]
     dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
     rep = report.Report(now=now, since=since, hosts=args.hosts, bogons=bogons, dependencies=dependencies)
@@ -373,17 +364,21 @@ def _socket_path(args) -> str:
     try:
         from fail2ban.client.fail2banreader import Fail2banReader
     except ImportError:
-        raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+        raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
     if not Path(args.conf, "fail2ban.conf").is_file():
-        raise CliError(f"{args.conf}/fail2ban.conf not found: is fail2ban installed? (or give --socket)")
+        raise Fail2banError(f"{args.conf}/fail2ban.conf not found: is fail2ban installed? (or give --socket)")
     reader = Fail2banReader(basedir=args.conf)
     reader.read()
     return reader.getEarlyOptions().get("socket") or DEFAULT_SOCKET
 
 
+class Fail2banError(F2bExtError):
+    """The running fail2ban (or its configuration): unreachable, refusing, or not root's."""
+
+
 class Fail2ban:
     """A connection to the running fail2ban-server, over fail2ban's own client protocol
-    (what fail2ban-client speaks); every failure is a one-line CliError.
+    (what fail2ban-client speaks); every failure is a one-line Fail2banError.
 
     fail2ban's answers are pickles, and unpickling runs code: before anything is sent or
     read, the socket file and the process that listens on it (SO_PEERCRED, which the
@@ -396,7 +391,7 @@ class Fail2ban:
             from fail2ban.client.csocket import CSocket
             from fail2ban.protocol import CSPROTO
         except ImportError:
-            raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+            raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
         self.sock, self._csocket, self._proto = sock, CSocket, CSPROTO
         self.client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.client.settimeout(timeout)
@@ -405,18 +400,18 @@ class Fail2ban:
             self.client.connect(sock)
             self._trust(self._peer_uid(), "served")
         except FileNotFoundError:
-            raise CliError(f"fail2ban is not running: no socket at {sock} (systemctl start fail2ban)") from None
+            raise Fail2banError(f"fail2ban is not running: no socket at {sock} (systemctl start fail2ban)") from None
         except ConnectionRefusedError:
-            raise CliError(f"fail2ban is not running: nobody listens on {sock} (systemctl start fail2ban)") from None
+            raise Fail2banError(f"fail2ban is not running: nobody listens on {sock} (systemctl start fail2ban)") from None
         except PermissionError:
-            raise CliError(f"permission denied on {sock}: run as root (fail2ban's socket is root's)") from None
+            raise Fail2banError(f"permission denied on {sock}: run as root (fail2ban's socket is root's)") from None
         except _socket.timeout:
-            raise CliError(f"fail2ban did not answer on {sock}") from None
+            raise Fail2banError(f"fail2ban did not answer on {sock}") from None
         except OSError as exc:
-            raise CliError(f"cannot reach fail2ban at {sock}: {exc.strerror or exc}") from None
+            raise Fail2banError(f"cannot reach fail2ban at {sock}: {exc.strerror or exc}") from None
         problem = plan.version_problem(str(self.ask("version")))
         if problem:
-            raise CliError(problem)
+            raise Fail2banError(problem)
 
     def _peer_uid(self) -> int:
         import socket as _socket
@@ -432,7 +427,7 @@ class Fail2ban:
             except KeyError:
                 name = str(uid)
             self.client.close()
-            raise CliError(f"{self.sock} is {how} by {name}, not root: refusing to talk to it "
+            raise Fail2banError(f"{self.sock} is {how} by {name}, not root: refusing to talk to it "
                            "(fail2ban's answers are pickles, which run code when read)")
 
     def ask(self, *command):
@@ -443,9 +438,9 @@ class Fail2ban:
                                 + self._proto.END)
             code, value = self._csocket.receive(self.client)
         except (_socket.timeout, OSError, EOFError) as exc:
-            raise CliError(f"fail2ban stopped answering on {self.sock}: {exc}") from None
+            raise Fail2banError(f"fail2ban stopped answering on {self.sock}: {exc}") from None
         if code != 0:
-            raise CliError(f"fail2ban refused `{' '.join(command)}`: {value}")
+            raise Fail2banError(f"fail2ban refused `{' '.join(command)}`: {value}")
         return value
 
     def jails(self) -> list[str]:
@@ -497,12 +492,12 @@ def _configured_jails(conf: str) -> list:
     try:
         from fail2ban.client.jailsreader import JailsReader
     except ImportError:
-        raise CliError("fail2ban is not installed (apt-get install fail2ban)") from None
+        raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
     if not Path(conf, "jail.conf").is_file():
-        raise CliError(f"{conf}/jail.conf not found: is fail2ban installed? (or give --conf)")
+        raise Fail2banError(f"{conf}/jail.conf not found: is fail2ban installed? (or give --conf)")
     reader = JailsReader(basedir=conf, force_enable=False)
     if not reader.read() or not reader.getOptions():
-        raise CliError(f"fail2ban cannot read the jails in {conf}: see `fail2ban-client -c {conf} -t`")
+        raise Fail2banError(f"fail2ban cannot read the jails in {conf}: see `fail2ban-client -c {conf} -t`")
     jails = []
     for jail in reader.jails:
         o = jail.options
@@ -720,7 +715,7 @@ def cmd_fleet(args) -> int:
             servers[name] = addr
         try:
             written = fleetinit.write(Path(args.out), servers, args.store, args.certs)
-        except (ValueError, fleet_errors()) as exc:
+        except ValueError as exc:           # fleet.EventError is one
             raise CliError(str(exc).splitlines()[0]) from None
         print(f"wrote {len(written)} files under {args.out}: per server nats-server.conf, fleet.conf and its "
               f"certificate; then once: f2b-ext fleet create --config admin/fleet.conf")
@@ -753,7 +748,7 @@ def cmd_fleet(args) -> int:
     from . import fleet
     try:
         cfg = AgentConfig.read(args.config or DEFAULT_CONFIG, status=args.status)
-    except (ValueError, fleet.EventError) as exc:
+    except ValueError as exc:               # fleet.EventError is one
         raise CliError(str(exc)) from None
     from .fleetagent import create_streams, run
     if args.fleet_command == "create":
@@ -763,11 +758,6 @@ def cmd_fleet(args) -> int:
         return 0
     run(cfg)
     return 0
-
-
-def fleet_errors():
-    from .fleet import EventError
-    return EventError
 
 
 # --- demo -----------------------------------------------------------------------------
@@ -780,12 +770,7 @@ def cmd_demo(args) -> int:
         raise CliError(f"the live demo {problems[0]} (`make demo` installs everything; "
                        "`f2b-ext test` shows verdicts on the sample logs without root)")
     from .demo import run
-    from .lab import LabError
-    from .f2b_server import ServerError
-    try:
-        return run(Style(sys.stdout, args.color), firewall=args.firewall, banaction=args.banaction)
-    except (LabError, ServerError) as exc:
-        raise CliError(str(exc).splitlines()[0]) from None
+    return run(Style(sys.stdout, args.color), firewall=args.firewall, banaction=args.banaction)
 
 
 # --- main -----------------------------------------------------------------------------
@@ -948,10 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CliError as exc:
-        print(f"f2b-ext: {exc}", file=sys.stderr)
-        return 2
-    except shipped.DataMissing as exc:
+    except F2bExtError as exc:              # one line (f2b_ext.errors)
         print(f"f2b-ext: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

@@ -49,6 +49,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .errors import F2bExtError
 from .evidence import RULES, Evidence, classify, weakest_needed
 from .evidence import parse as parse_evidence
 
@@ -94,7 +95,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
 
 
-class ConfigError(ValueError):
+class ConfigError(F2bExtError, ValueError):
     """A bad parameter; the message names it."""
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import shipped
+from .errors import F2bExtError
 
 STOCK_CONFIG = Path("/etc/fail2ban")
 
 
-class Fail2banMissing(RuntimeError):
+class Fail2banMissing(F2bExtError, RuntimeError):
     pass
 
 

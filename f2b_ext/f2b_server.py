@@ -24,11 +24,12 @@ from pathlib import Path
 
 from .f2b_filter import config_dir
 from .lab import until
+from .errors import F2bExtError
 
 IMPORT_ROOT = Path(__file__).resolve().parent.parent       # holds this f2b_ext package
 
 
-class ServerError(RuntimeError):
+class ServerError(F2bExtError, RuntimeError):
     pass
 
 

@@ -43,9 +43,10 @@ from fail2ban.server.mytime import MyTime
 
 from . import setsync
 from .setsync import remaining  # noqa: F401  (kept for importers)
+from .errors import F2bExtError
 
 
-class BackendError(RuntimeError):
+class BackendError(F2bExtError, RuntimeError):
     pass
 
 

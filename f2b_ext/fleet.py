@@ -39,6 +39,7 @@ from typing import Iterable, Optional
 
 from .escalation import (DEFAULT_BOGON_NETWORKS, HOST_PREFIX, Candidate, Escalator, HostBan, Ladder,
                          Network, Safety, first_overlap, parse_bogons, parse_networks)
+from .errors import F2bExtError
 
 SCHEMA = 1
 SUBJECT_PREFIX = "f2bx.bans."
@@ -61,7 +62,7 @@ FIELDS = {"v": int, "kind": str, "target": str, "evidence": str, "proto": (str, 
           "end": (int, float), "id": str}
 
 
-class EventError(ValueError):
+class EventError(F2bExtError, ValueError):
     """A malformed or hostile event; the message is the reason it was refused."""
 
 

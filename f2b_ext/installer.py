@@ -29,6 +29,7 @@ from pathlib import Path
 from . import __version__ as VERSION
 from . import install as plan
 from . import shipped as data
+from .errors import F2bExtError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -40,7 +41,7 @@ def package_sources(directory: Path = PACKAGE_DIR) -> dict[str, str]:
             for src in sorted(directory.rglob("*.py")) if "data" not in src.relative_to(directory).parts}
 
 
-class InstallError(RuntimeError):
+class InstallError(F2bExtError, RuntimeError):
     """Stops the installer: one line for the user."""
 
 

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import F2bExtError
+
 NF_LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 CLONE_NEWNET = 0x40000000
 
@@ -44,7 +46,7 @@ ALLOWED_SOURCES = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/32", "::/128", "fe80::/10"))
 
 
-class LabError(RuntimeError):
+class LabError(F2bExtError, RuntimeError):
     pass
 
 

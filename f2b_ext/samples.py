@@ -13,10 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import F2bExtError
+
 _DIRECTIVE = re.compile(r"^#+ ?(failJSON|filterOptions|fileOptions):(.+)$")
 
 
-class SampleError(ValueError):
+class SampleError(F2bExtError, ValueError):
     pass
 
 

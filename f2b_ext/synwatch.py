@@ -36,6 +36,7 @@ from typing import Iterable, NamedTuple
 
 from .escalation import HOST_PREFIX, Network, first_overlap, parse_networks, prefix_network
 from .report import Bounded
+from .errors import F2bExtError
 
 TCP_SYN_RECV = 3               # include/net/tcp_states.h; /proc prints it as "03"
 TCP_LISTEN = 10
@@ -72,7 +73,7 @@ class HalfOpen(NamedTuple):
     port: int           # the local (listening) port
 
 
-class DiagError(OSError):
+class DiagError(F2bExtError, OSError):
     """The kernel answered the dump with an error (errno in .errno)."""
 
 
