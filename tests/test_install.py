@@ -263,11 +263,11 @@ def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
 # --- what goes into fail2ban's Python; modes whatever the umask ------------------------
 
 def test_imported_modules_reads_every_form_of_import():
-    src = ("from . import escalation, host\nfrom .nftset import x\nimport f2b_ext.ipset\n"
-           "from f2b_ext.f2b_action import A\nfrom f2b_ext import report\nimport os\n"
+    src = ("from . import escalation, host\nfrom .nftset import x\nimport pkg.ipset\n"
+           "from pkg.f2b_action import A\nfrom pkg import report\nimport os\n"
            "def later():\n    from .lab import Lab\n")
     # `from M import y` names M.y too: y may be a submodule (resolve() keeps what exists)
-    assert plan.imported_modules(src) == {"escalation", "host", "nftset", "nftset.x", "ipset", "f2b_action",
+    assert plan.imported_modules(src, package="pkg") == {"escalation", "host", "nftset", "nftset.x", "ipset", "f2b_action",
                                           "f2b_action.A", "report", "lab", "lab.Lab"}
 
 
