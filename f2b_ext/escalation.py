@@ -618,6 +618,25 @@ def ban_kind(single: bool, data: dict, restored: bool) -> tuple[str, str]:
     raise AssertionError("BAN_KINDS covers every ban")
 
 
+def on_ban(escalator: "Escalator", target: str, data: dict, restored: bool, start: float, until: float,
+           now: float, last_escalation: float = float("-inf")) -> tuple[str, list[Candidate]]:
+    """A ban that reached the action, fed to `escalator` as BAN_KINDS says: (its kind,
+    the prefixes to ban now). `target` is the address or prefix fail2ban banned, `data`
+    its ticket's F-* data, `start`/`until` its time and end (inf: permanent);
+    `last_escalation`, for a restored host, when the first-rung prefix around it was
+    last escalated (a host already used up then is not counted again). The caller bans
+    each prefix returned (fail2ban's ticket) and tells `mark_banned`, which may return
+    more."""
+    net = ipaddress.ip_network(target, strict=False)
+    kind, verb = ban_kind(net.prefixlen == HOST_PREFIX[net.version], data, restored)
+    if verb == "observe":
+        if restored and start <= last_escalation:
+            return kind, []          # restored after a restart, and already used up by an escalation
+        return kind, escalator.observe(HostBan(net.network_address, start, data.get("proto"), data.get("dir")))
+    pending = escalator.mark_banned(net, until, now, ticket_evidence(data, Evidence.PROVEN), restored=verb != "mark")
+    return kind, pending if verb == "mark" else []      # only a filter's prefix is new evidence
+
+
 def ticket_evidence(data: dict, default: Evidence) -> Evidence:
     """The evidence a ticket's data records: ours store "evidence" (older versions a
     "forged" flag); a filter's captures classify; otherwise `default`."""

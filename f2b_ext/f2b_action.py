@@ -41,9 +41,8 @@ from fail2ban.server.ticket import FailTicket, Ticket
 
 from . import dependencies as deps
 from . import host
-from .escalation import (Breaker, ConfigError, Escalator, HostBan, Ladder, Safety, Schedule, ban_kind,
-                         parse_bogons, parse_duration, parse_networks, ticket_evidence)
-from .evidence import Evidence
+from .escalation import (Breaker, ConfigError, Escalator, Ladder, Safety, Schedule, on_ban, parse_bogons,
+                         parse_duration, parse_networks)
 
 DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
                 ladder4="", ladder6="", window="1h", schedule="1h 6h 1d 1w", maxtime="",
@@ -293,26 +292,15 @@ class SubnetEscalateAction(ActionBase):
 
     # -- bans --
     def ban(self, aInfo):
-        ip = aInfo["ip"]
+        ip, data, restored = aInfo["ip"], aInfo["F-*"] or {}, bool(aInfo["restored"])
         now = MyTime.time()
-        data = aInfo["F-*"] or {}
-        kind, verb = ban_kind(ip.isSingle, data, bool(aInfo["restored"]))
-        if kind == "host":
-            ban = HostBan(ipaddress.ip_address(str(ip)), float(aInfo["time"] or now), data.get("proto"), data.get("dir"))
-            with self._lock:
-                if aInfo["restored"] and ban.time <= self._last_escalation(ban.ip):
-                    return       # restored after a restart, and already used up by an escalation
-                pending = self.escalator.observe(ban)
-                while pending:
-                    pending += self._escalate(pending.pop(0), now)
-            return
-        net = ipaddress.ip_network(str(ip), strict=False)
         bantime = aInfo["bantime"]
-        until = float("inf") if bantime is None or bantime < 0 else aInfo["time"] + bantime
-        evidence = ticket_evidence(data, Evidence.PROVEN)
+        start = float(aInfo["time"] or now)
+        until = float("inf") if bantime is None or bantime < 0 else start + bantime
         with self._lock:
-            pending = self.escalator.mark_banned(net, until, now, evidence, restored=verb != "mark")
-            while verb == "mark" and pending:      # only a filter's prefix is new evidence
+            last = self._last_escalation(ipaddress.ip_address(str(ip))) if restored and ip.isSingle else float("-inf")
+            _, pending = on_ban(self.escalator, str(ip), data, restored, start, until, now, last)
+            while pending:
                 pending += self._escalate(pending.pop(0), now)
 
     def unban(self, aInfo):
