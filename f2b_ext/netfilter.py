@@ -142,6 +142,14 @@ class Record:
         return self.src if self.direction == "in" else self.dst
 
 
+def _numbers(key: str, value: str, limit: int, what: str) -> list[int]:
+    """A filter parameter that is numbers joined by '|' (as its regex alternation)."""
+    items = value.split("|")
+    if not all(n.isdigit() and int(n) < limit for n in items):
+        raise ValueError(f"{key} must be {what} joined by '|': {value!r}")
+    return [int(n) for n in items]
+
+
 @dataclass(frozen=True)
 class Policy:
     """The filter's parameters (see filter.d/netfilter.conf [Init])."""
@@ -152,6 +160,9 @@ class Policy:
     protocols: Optional[frozenset] = None       # PROTO= words that may count; None: all
     inside_ifaces: str = DEFAULT_INSIDE_IFACES  # regex over whole interface names
     inside_addrs: str = NO_ADDRESSES            # regex matched at the start of the remote's text
+    icmp_types: frozenset = frozenset(ICMP_REQUESTS)        # ICMP types that are attempts
+    icmp6_types: frozenset = frozenset(ICMPV6_REQUESTS)     # ICMPv6 types that are attempts
+    never_protos: frozenset = frozenset(NEVER_ATTEMPT_PROTOCOLS)   # protocol numbers that never count
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -189,10 +200,12 @@ class Policy:
             elif key == "insideaddrs":
                 kwargs["inside_addrs"] = value
             elif key == "replyports":
-                ports = value.split("|")
-                if not all(p.isdigit() and int(p) < 65536 for p in ports):
-                    raise ValueError(f"replyports must be port numbers joined by '|': {value!r}")
-                kwargs["reply_ports"] = frozenset(int(p) for p in ports)
+                kwargs["reply_ports"] = frozenset(_numbers(key, value, 65536, "port numbers"))
+            elif key in ("icmptypes", "icmp6types"):
+                kwargs[{"icmptypes": "icmp_types", "icmp6types": "icmp6_types"}[key]] = \
+                    frozenset(_numbers(key, value, 256, "ICMP types"))
+            elif key == "neverprotos":
+                kwargs["never_protos"] = frozenset(map(str, _numbers(key, value, 256, "protocol numbers")))
             else:
                 raise ValueError(f"unknown netfilter filter option {key!r}")
         return cls(**kwargs)
@@ -516,8 +529,8 @@ def _udp(rec: Record, policy: Policy) -> tuple[str, str]:
 
 
 def _icmp(rec: Record, policy: Policy) -> tuple[str, str]:
-    requests, names = (ICMP_REQUESTS, ICMP_NAMES) if rec.proto == "ICMP" \
-        else (ICMPV6_REQUESTS, ICMPV6_NAMES)
+    requests, names = (policy.icmp_types, ICMP_NAMES) if rec.proto == "ICMP" \
+        else (policy.icmp6_types, ICMPV6_NAMES)
     if rec.icmp_type is None:
         return OTHER, f"{rec.proto} header missing or unreadable (a later fragment, or fields the kernel never prints so)"
     name = names.get(rec.icmp_type, f"type {rec.icmp_type}")
@@ -562,8 +575,9 @@ def classify(rec: Optional[Record], policy: Policy = Policy()) -> Verdict:
                                  "answers so, its sender crafted it")
     elif rule:
         kind, reason = rule(rec, policy)
-    elif rec.proto in NEVER_ATTEMPT_PROTOCOLS:
-        kind, reason = OTHER, f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping"
+    elif rec.proto in policy.never_protos:
+        kind, reason = OTHER, (f"{NEVER_ATTEMPT_PROTOCOLS[rec.proto]} is LAN housekeeping" if rec.proto in
+                               NEVER_ATTEMPT_PROTOCOLS else f"protocol {protocol_name(rec.proto)} never counts (neverprotos)")
     elif _number(rec.proto) is not None or rec.proto in ("ESP", "AH"):
         kind, reason = ATTEMPT, f"protocol {protocol_name(rec.proto)} sent unsolicited"
     else:
