@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from .escalation import ACTION_NAME as ESCALATING_ACTION
+from .escalation import TIME_UNIT_NAMES, TIME_UNITS, WEEK
+from .install import JAIL_PREFIX
 
 PROBLEM, WARNING, OK = "problem", "warning", "ok"
 
@@ -56,8 +58,7 @@ NON_BLOCKING_PREFIXES = ("sendmail", "mail", "complain", "abuseipdb", "badips", 
 # A LOG rate limit slower than this hides attacks (a scan sends hundreds of packets a second).
 LIMIT_HIDES = 1 / 60          # below one line a minute: most attacks never get logged
 LIMIT_THINS = 10.0            # below ten a second: fail2ban sees a fraction of a scan
-RATE_UNITS = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600,
-              "day": 86400, "d": 86400, "week": 604800}
+RATE_UNITS = {**TIME_UNITS, **TIME_UNIT_NAMES}           # 3/hour, 10/min, 1/s
 IPTABLES_DEFAULT_LIMIT = "3/hour"
 
 # Kernel loggers that print LOG lines in the format the filter reads.
@@ -285,7 +286,7 @@ def dependency_findings(m: Machine, ours: list) -> list[Finding]:
 
 def findings(m: Machine) -> list[Finding]:
     out: list[Finding] = []
-    ours = [j for j in m.jails if j.filter == "netfilter" or j.name.startswith("f2b-ext-")]
+    ours = [j for j in m.jails if j.filter == "netfilter" or j.name.startswith(JAIL_PREFIX)]
     if not ours:
         out.append(Finding(WARNING, "jails", "no enabled jail reads kernel firewall lines",
                            "enable one in jail.local, e.g. [f2b-ext-inbound] enabled = true"))
@@ -340,11 +341,11 @@ def findings(m: Machine) -> list[Finding]:
 
 
 def _rate(per_second: float) -> str:
-    for unit, size in (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)):
-        n = per_second * size
+    for unit in ("second", "minute", "hour", "day"):
+        n = per_second * TIME_UNIT_NAMES[unit]
         if n >= 1:
             return f"{n:g}/{unit}"
-    return f"{per_second * 604800:g}/week"
+    return f"{per_second * WEEK:g}/week"
 
 
 def _version(version: tuple | None) -> str:

@@ -604,6 +604,7 @@ def _enforcement(jail, conf: str):
     import subprocess
     import time
     from . import ipset, setsync
+    from .escalation import ban_left
     if not shutil.which("fail2ban-client"):
         return None
     r = subprocess.run(["fail2ban-client", "-c", conf, "get", jail.name, "banip", "--with-time"], capture_output=True,
@@ -619,7 +620,7 @@ def _enforcement(jail, conf: str):
                 net = ipaddress.ip_network(parts[0], strict=False)
             except ValueError:
                 continue
-            listed[net] = None if int(parts[4]) < 0 else start + int(parts[4]) - now
+            listed[net] = ban_left(start, int(parts[4]), now)
     held = {}
     if "nftset" in jail.actions and shutil.which("nft"):
         from .f2b_nftset import jail_elements

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .escalation import Network
+from .escalation import WEEK, Network
 
 # source -> does it protect against every ban (True) or against forgeable evidence only
 SOURCES = {
@@ -57,7 +57,7 @@ SOURCES = {
 STUB_RESOLVERS = frozenset({"127.0.0.53", "127.0.0.54"})
 RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
 
-RETENTION = 7 * 86400
+RETENTION = WEEK
 
 # include/net/tcp_states.h: states in which no handshake has completed (yet)
 TCP_NOT_CONNECTED = frozenset({0x02, 0x03, 0x07, 0x0A})   # SYN_SENT SYN_RECV CLOSE LISTEN

@@ -91,8 +91,27 @@ HOST_PREFIX = {4: 32, 6: 128}
 # The action.d file (and so fail2ban's action name) that runs this core.
 ACTION_NAME = "subnet-escalate"
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Time units, as fail2ban's durations write them (600, 10m, 1h, 1d, 1w) and, by name, as
+# firewall rate limits do (3/hour, 10/minute).
+MINUTE, HOUR, DAY, WEEK = 60, 3600, 86400, 7 * 86400
+TIME_UNITS = {"s": 1, "m": MINUTE, "h": HOUR, "d": DAY, "w": WEEK}
+TIME_UNIT_NAMES = {"second": 1, "sec": 1, "minute": MINUTE, "min": MINUTE, "hour": HOUR, "day": DAY, "week": WEEK}
 _DURATION = re.compile(r"(\d+)([smhdw]?)")
+
+# subnet-escalate's default unban schedule, as its parameters write them.
+DEFAULT_SCHEDULE, DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET = "1h 6h 1d 1w", "30m", "30d"
+
+
+def ban_end(start: float, bantime: Optional[float]) -> Optional[float]:
+    """When a fail2ban ban ends; None for a permanent one (fail2ban's bantime -1, any
+    negative, or none)."""
+    return None if bantime is None or bantime < 0 else start + bantime
+
+
+def ban_left(start: float, bantime: Optional[float], now: float) -> Optional[float]:
+    """Seconds a ban has left at `now` (None: permanent)."""
+    end = ban_end(start, bantime)
+    return None if end is None else end - now
 
 
 class ConfigError(F2bExtError, ValueError):
@@ -104,7 +123,7 @@ def parse_duration(text: str, name: str) -> int:
     m = _DURATION.fullmatch(str(text).strip())
     if not m or int(m.group(1)) <= 0:
         raise ConfigError(f"{name}: {text!r} is not a positive duration like 600, 10m, 1h, 1d, 1w")
-    return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+    return int(m.group(1)) * TIME_UNITS[m.group(2) or "s"]
 
 
 def parse_networks(text: str | Iterable[str], name: str) -> tuple[Network, ...]:
@@ -257,20 +276,21 @@ def _steps(text: str, name: str) -> tuple:
 
 @dataclass(frozen=True)
 class Schedule:
-    steps: tuple = (3600, 6 * 3600, 86400, 7 * 86400)
-    maxtime: int = 7 * 86400
+    steps: tuple = field(default_factory=lambda: _steps(DEFAULT_SCHEDULE, "schedule"))
+    maxtime: int = max(_steps(DEFAULT_SCHEDULE, "schedule"))
     rndtime: int = 0
-    forget: int = 30 * 86400           # history older than this is forgotten
-    forged: tuple = (1800,)            # for evidence whose rule says "forged": short, flat
+    forget: int = parse_duration(DEFAULT_FORGET, "forget")    # history older than this is forgotten
+    # for evidence whose rule says "forged": short, flat
+    forged: tuple = field(default_factory=lambda: _steps(DEFAULT_FORGED_SCHEDULE, "forgedschedule"))
 
     @classmethod
     def parse(cls, steps: str, maxtime: str | None = None, rndtime: str | None = None,
               forget: str | None = None, forged: str | None = None) -> "Schedule":
         parsed = _steps(steps, "schedule")
-        flat = _steps(forged, "forgedschedule") if forged else cls.forged
+        flat = _steps(forged or DEFAULT_FORGED_SCHEDULE, "forgedschedule")
         jitter = 0 if rndtime in (None, "", "0") else parse_duration(rndtime, "rndtime")
         cap = parse_duration(maxtime, "maxtime") if maxtime else max(parsed + flat) + jitter
-        return cls(parsed, cap, jitter, parse_duration(forget, "forget") if forget else 30 * 86400, flat)
+        return cls(parsed, cap, jitter, parse_duration(forget or DEFAULT_FORGET, "forget"), flat)
 
     def ban_time(self, prior: int, evidence: Evidence = Evidence.PROVEN, rnd: float = 0.0) -> int:
         """Seconds for a prefix escalated `prior` times before (within `forget`) on this

@@ -41,13 +41,20 @@ from fail2ban.server.ticket import FailTicket, Ticket
 
 from . import dependencies as deps
 from . import host
-from .escalation import (Breaker, ConfigError, Escalator, Ladder, Safety, Schedule, on_ban, parse_bogons,
-                         parse_duration, parse_networks)
+from .escalation import (DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_LADDER, DEFAULT_MAXPREFIX,
+                         DEFAULT_SCHEDULE, Breaker, ConfigError, Escalator, Ladder, Safety, Schedule, ban_end,
+                         on_ban, parse_bogons, parse_duration, parse_networks)
 
-DEFAULTS = dict(hosts="5", nets="3", prefix4="24", prefix6="64", wide4="16", wide6="48",
-                ladder4="", ladder6="", window="1h", schedule="1h 6h 1d 1w", maxtime="",
-                rndtime="", forget="30d", maxprefix4="16", maxprefix6="32", protect="",
-                bogons="default", spoofable="count", widen="proven", forgedschedule="30m",
+# The action's parameters as a jail writes them; the ladder's, the schedule's and the
+# widest prefixes' defaults are the core's (escalation.DEFAULT_*).
+(_PREFIX4, _HOSTS), (_WIDE4, _NETS) = DEFAULT_LADDER[4]
+(_PREFIX6, _), (_WIDE6, _) = DEFAULT_LADDER[6]
+DEFAULTS = dict(hosts=str(_HOSTS), nets=str(_NETS), prefix4=str(_PREFIX4), prefix6=str(_PREFIX6),
+                wide4=str(_WIDE4), wide6=str(_WIDE6),
+                ladder4="", ladder6="", window="1h", schedule=DEFAULT_SCHEDULE, maxtime="",
+                rndtime="", forget=DEFAULT_FORGET, maxprefix4=str(DEFAULT_MAXPREFIX[4]),
+                maxprefix6=str(DEFAULT_MAXPREFIX[6]), protect="",
+                bogons="default", spoofable="count", widen="proven", forgedschedule=DEFAULT_FORGED_SCHEDULE,
                 maxrate="10/1h", maxheld="64", peers="protect", retention="7d", refresh="30s",
                 statedir="")
 
@@ -296,7 +303,8 @@ class SubnetEscalateAction(ActionBase):
         now = MyTime.time()
         bantime = aInfo["bantime"]
         start = float(aInfo["time"] or now)
-        until = float("inf") if bantime is None or bantime < 0 else start + bantime
+        end = ban_end(start, bantime)
+        until = float("inf") if end is None else end
         with self._lock:
             last = self._last_escalation(ipaddress.ip_address(str(ip))) if restored and ip.isSingle else float("-inf")
             _, pending = on_ban(self.escalator, str(ip), data, restored, start, until, now, last)

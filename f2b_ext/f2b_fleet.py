@@ -26,6 +26,7 @@ from fail2ban.server.action import ActionBase
 from fail2ban.server.mytime import MyTime
 from fail2ban.server.ticket import FailTicket
 
+from .escalation import DAY, ban_end
 from .fleet import EventError, make_event
 from .fleetspool import DEFAULT_SPOOL, Spool
 
@@ -71,7 +72,8 @@ class FleetAction(ActionBase):
         now = MyTime.time()
         bantime = aInfo["bantime"]
         start = float(aInfo["time"] or now)
-        end = start + (365 * 86400 if bantime is None or bantime < 0 else bantime)
+        end = ban_end(start, bantime)
+        end = start + 365 * DAY if end is None else end          # a permanent ban travels as a year
         target = ip if aInfo["ip"].isSingle else str(ipaddress.ip_network(ip, strict=False))
         try:
             ev = make_event(kind, target, self.server, self._jail.name, now, max(end, now),

@@ -35,6 +35,9 @@ SYNWATCH_UNIT = "etc/systemd/system/f2b-ext-synwatch.service"
 UNIT_PYTHON = "/usr/bin/python3 -m f2b_ext"        # as systemd/f2b-ext-synwatch.service says
 MANIFEST = "var/lib/f2b-ext/manifest.json"
 
+# Our jails' names start so (jail.d/f2b-ext.conf: [f2b-ext-inbound] ...).
+JAIL_PREFIX = "f2b-ext-"
+
 # fail2ban versions whose Python-action and jail protocol this suite is written against
 # (Debian 12 ships 1.0.2; 1.1 keeps the same ActionBase and reader).
 SUPPORTED = ((1, 0), (1, 1))
@@ -311,4 +314,4 @@ def overriding_locals(ours: list[str], present: set[str]) -> list[str]:
 def enabled_suite_jails(sections: dict[str, dict[str, str]]) -> list[str]:
     """Our jails that the admin's jail.local (parsed: section -> options) enables."""
     return sorted(name for name, opts in sections.items()
-                  if name.startswith("f2b-ext-") and opts.get("enabled", "").strip().lower() in ("true", "yes", "1", "on"))
+                  if name.startswith(JAIL_PREFIX) and opts.get("enabled", "").strip().lower() in ("true", "yes", "1", "on"))

@@ -326,7 +326,7 @@ class Installer:
             reader = JailsReader(basedir=str(scratch), force_enable=False)
             reader.read()
             jails = [s for s in reader.sections() if s not in ("DEFAULT", "INCLUDES")]
-            ours = [j for j in jails if j.startswith("f2b-ext-")]
+            ours = [j for j in jails if j.startswith(plan.JAIL_PREFIX)]
             log = Path(tmp) / "netfilter.log"
             log.touch()
             (scratch / "jail.d" / "zzz-f2b-ext-check.local").write_text("".join(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ipset, nftset, shipped
+from .escalation import ban_left
 from .f2b_server import Fail2banServer
 from .lab import SERVER_V4, SERVER_V6, Lab, LabError, until
 
@@ -374,7 +375,7 @@ def listed_with_ends(f2b: Fail2banServer, jail: str) -> dict:
         if len(parts) >= 6 and parts[3] == "+":
             length = int(parts[4])
             start = time.mktime(time.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S"))
-            result[ipaddress.ip_network(parts[0], strict=False)] = None if length < 0 else start + length - now
+            result[ipaddress.ip_network(parts[0], strict=False)] = ban_left(start, length, now)
     return result
 
 
@@ -385,4 +386,4 @@ def database_bans(f2b: Fail2banServer, jail: str) -> dict:
     with sqlite3.connect(f"file:{f2b.db}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT ip, timeofban, bantime FROM bips WHERE jail=? AND (timeofban + bantime > ? OR bantime < 0)",
                           (jail, now)).fetchall()
-    return {ipaddress.ip_network(ip, strict=False): None if bt < 0 else tob + bt - now for ip, tob, bt in rows}
+    return {ipaddress.ip_network(ip, strict=False): ban_left(tob, bt, now) for ip, tob, bt in rows}

@@ -20,9 +20,10 @@ import ipaddress
 import re
 from typing import Iterable, Optional
 
+from .escalation import HOST_PREFIX
+
 TABLE = "inet f2b_ext"
 VERDICTS = {"drop": "drop", "reject": "reject"}
-HOST_PREFIX = {4: 32, 6: 128}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 MATCH = {4: "ip", 6: "ip6"}
 # hooks per direction, and which end of the packet is the remote

@@ -31,7 +31,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from . import netfilter as nf
-from .escalation import DEFAULT_BOGON_NETWORKS, DEFAULT_LADDER, Safety, parse_duration, parse_networks
+from .escalation import DAY, DEFAULT_BOGON_NETWORKS, DEFAULT_LADDER, Safety, parse_duration, parse_networks
 
 PREFIX = {4: DEFAULT_LADDER[4][0][0], 6: DEFAULT_LADDER[6][0][0]}       # /24, /64
 HOSTS = DEFAULT_LADDER[4][0][1]                                          # 5 hosts
@@ -110,7 +110,7 @@ class StampReader:
         year = datetime.fromtimestamp(self.now, self.tz).year
         for y in (year, year - 1):
             when = datetime(y, MONTHS[month], int(day), int(hh), int(mm), int(float(ss)), tzinfo=self.tz).timestamp()
-            if when <= self.now + 86400:
+            if when <= self.now + DAY:
                 return when
         return when
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from .escalation import ACTION_NAME as ESCALATING_ACTION
+from .escalation import DAY, HOUR, MINUTE
 
 _BAN = re.compile(r"^(?P<target>\S+)\s+(?P<start>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \+ (?P<length>-?\d+) = "
                   r"(?P<end>\S+ \S+)$")
@@ -60,7 +61,7 @@ def timeline(bans: list[Ban]) -> list[Ban]:
 def duration(seconds: float) -> str:
     """3725 -> '1h02m'; short and sortable by eye."""
     seconds = int(max(0, seconds))
-    for unit, size, sub, subsize in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+    for unit, size, sub, subsize in (("d", DAY, "h", HOUR), ("h", HOUR, "m", MINUTE), ("m", MINUTE, "s", 1)):
         if seconds >= size:
             return f"{seconds // size}{unit}{(seconds % size) // subsize:02d}{sub}"
     return f"{seconds}s"

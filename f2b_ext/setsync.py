@@ -17,6 +17,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .escalation import ban_left as remaining     # seconds a ban has left, None: permanent
+
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -57,13 +59,6 @@ def plan(listed: dict, held: dict, keep: Iterable = (), tolerance: float = 2.0) 
             result.retime.append((net, left))
     result.remove = [net for net in held if net not in listed and net not in keep]
     return result
-
-
-def remaining(start: float, bantime, now: float) -> Optional[float]:
-    """Seconds a ban has left (None: permanent)."""
-    if bantime is None or bantime < 0:
-        return None
-    return start + bantime - now
 
 
 def listed(tickets: Iterable[tuple[str, float, Optional[float]]], now: float) -> tuple[dict, list[str]]:

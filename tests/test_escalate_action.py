@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import is_root
+from conftest import ROOT, is_root
 from f2b_ext.f2b_action import build
 from f2b_ext.host import own_addresses
 from f2b_ext.escalation import ConfigError
@@ -147,3 +147,17 @@ def test_dependencies_are_in_fail2bans_ignore_list_and_never_banned():
         s.wait_for(lambda: "198.51.100.7" in s.bans("escalate"), what="the other host banned")
         assert target not in s.bans("escalate")
         assert f"Ignore {target} by ip" in s.server_log()
+
+
+def test_the_default_schedule_has_one_home():
+    """Schedule()'s defaults are the parameters' defaults (escalation.DEFAULT_*), which the
+    action's DEFAULTS and action.d/subnet-escalate.py's header state."""
+    from f2b_ext.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Schedule
+    from f2b_ext.f2b_action import DEFAULTS
+    assert Schedule() == Schedule.parse(DEFAULT_SCHEDULE, None, None, DEFAULT_FORGET, DEFAULT_FORGED_SCHEDULE)
+    assert Schedule().steps == (3600, 6 * 3600, 86400, 7 * 86400) and Schedule().forged == (1800,)
+    assert (DEFAULTS["schedule"], DEFAULTS["forget"], DEFAULTS["forgedschedule"]) == \
+        (DEFAULT_SCHEDULE, DEFAULT_FORGET, DEFAULT_FORGED_SCHEDULE)
+    header = (ROOT / "action.d" / "subnet-escalate.py").read_text()
+    assert f'schedule="{DEFAULT_SCHEDULE}"' in header and f"forget={DEFAULT_FORGET}" in header
+
