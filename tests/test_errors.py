@@ -18,6 +18,7 @@ def every_module():
             yield importlib.import_module(info.name)
 
 
+@pytest.mark.fail2ban          # imports every module, the fail2ban actions too
 def test_every_exception_the_package_defines_is_an_f2bext_error():
     defined = {(m.__name__, name): obj for m in every_module() for name, obj in vars(m).items()
                if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == m.__name__}
@@ -45,8 +46,8 @@ def test_the_message_is_one_line_and_the_rest_is_detail():
 @pytest.mark.parametrize("argv, says", [
     (["report", "/nonexistent/netfilter.log"], "/nonexistent/netfilter.log: no such file"),
     (["report", "--bogons", "10.0.0.0/33", "/dev/null"], "bogons"),
-    (["test", "--filter", "netfilter[direction"], "bad filter spec"),
-    (["schedule", "--socket", "/nonexistent.sock"], "fail2ban is not running"),
+    (["report", "--journal", "/dev/null"], "give one LOGFILE or --journal"),
+    (["fleet", "status", "--status", "/nonexistent.json"], "no status at /nonexistent.json"),
 ])
 def test_a_cli_error_is_one_line_and_a_non_zero_exit(capsys, argv, says):
     from f2b_ext.cli import main

@@ -46,6 +46,7 @@ def test_rules_per_direction():
             ipset.rules("j", *bad)
 
 
+@pytest.mark.fail2ban          # imports the fail2ban action
 def test_bad_parameters_name_themselves():
     from f2b_ext.f2b_ipset import IpsetNetAction
     for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(blocktype="tarpit"), "blocktype: 'tarpit'")):

@@ -52,6 +52,7 @@ def test_neighbour_discovery_passes_every_chain_first():
     assert sorted(nftset.ND_TYPES) == [133, 134, 135, 136, 137]
 
 
+@pytest.mark.fail2ban          # imports the fail2ban action
 def test_the_kernels_elements_read_from_json():
     from f2b_ext.f2b_nftset import elements
     answer = {"nftables": [{"metainfo": {}}, {"set": {"name": "j_n4_24", "elem": [
@@ -171,6 +172,7 @@ def test_flush_empties_every_set_at_once(lab_nft):
         act.stop()
 
 
+@pytest.mark.fail2ban          # imports the fail2ban action
 def test_bad_parameters_name_themselves():
     from f2b_ext.f2b_nftset import NftSetAction
     for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(checkinterval="-1"), "checkinterval: '-1'"),
