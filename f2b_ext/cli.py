@@ -331,9 +331,19 @@ def cmd_report(args) -> int:
         raise CliError(str(exc)) from None
     from .escalation import parse_bogons
     bogons = parse_bogons(args.bogons)
+    policy = nf.Policy(direction="any")
+    if args.filter != "netfilter":          # the jail's parameters (fail2ban reads the spec)
+        name, options = parse_filter_spec(args.filter)
+        if name != "netfilter":
+            raise CliError(f"report reads the netfilter filter's records, not {name!r}")
+        try:
+            policy = nf.Policy.from_filter_options({**options, "direction": "any"})
+        except ValueError as exc:
+            raise CliError(f"filter {args.filter}: {exc}") from None
     found = [] if args.no_dependencies else _dependencies()[0]
     dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
-    rep = report.Report(now=now, since=since, hosts=args.hosts, bogons=bogons, dependencies=dependencies)
+    rep = report.Report(now=now, since=since, policy=policy, hosts=args.hosts, bogons=bogons,
+                        dependencies=dependencies)
     lines = _journal_lines(since, args.journal_dir) if journal else _log_lines(Path(args.logfile))
     for line in lines:
         rep.feed(line)
@@ -819,6 +829,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the log is another machine's: do not mark (or protect) this machine's dependencies")
     r.add_argument("--bogons", default="default", metavar="LIST",
                    help="networks never escalated, as subnet-escalate's bogons parameter: default, none, or CIDRs")
+    r.add_argument("--filter", default="netfilter", metavar="SPEC",
+                   help='the jail\'s filter and parameters, e.g. "netfilter[icmptypes=8|13, neverprotos=2|47]" '
+                        '(both directions are read whatever its direction)')
     r.add_argument("--hosts", type=int, default=5, metavar="N",
                    help="attacking hosts that make a /24 (/64) a candidate subnet (default 5, as subnet-escalate)")
     r.set_defaults(func=cmd_report)

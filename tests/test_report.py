@@ -234,6 +234,19 @@ def test_report_text_reads_well_in_a_pipe(known_file):
     assert chart[0].split()[-1] == "18"
 
 
+@pytest.mark.fail2ban                     # fail2ban reads the filter spec, as a jail's
+def test_report_reads_the_jails_filter_parameters(known_file):
+    """A jail with neverprotos=2|47 never counts GRE: nor does a report with its filter."""
+    r = f2b_ext("report", str(known_file), "--json", "--filter", "netfilter[neverprotos=2|47]")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["kinds"]["attempt"] == KNOWN["kinds"]["attempt"] - 3 and got["kinds"]["other"] == 3
+    assert "203.0.113.200" not in {s["address"] for s in got["top_sources"]}
+    for spec, says in (("netfilter[icmptypes=8,13]", "icmptypes"), ("synrecv", "not 'synrecv'")):
+        r = f2b_ext("report", str(known_file), "--filter", spec)
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("/nonexistent/netfilter.log",), "/nonexistent/netfilter.log: no such file"),
     (("/tmp",), "/tmp: is a directory"),
