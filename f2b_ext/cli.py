@@ -633,7 +633,7 @@ def _enforcement(jail, conf: str):
             listed[net] = ban_left(start, int(parts[4]), now)
     held = {}
     if "nftset" in jail.actions and shutil.which("nft"):
-        from .f2b_nftset import jail_elements
+        from .nftset import jail_elements
         held.update(jail_elements(jail.name, lambda *a: subprocess.run(["nft", *a], capture_output=True,
                                                                       text=True).stdout))
     if "ipset-net" in jail.actions and shutil.which("ipset"):

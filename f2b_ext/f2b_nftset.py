@@ -3,56 +3,17 @@
 How it works: libnftables (Debian's python3-nftables) runs in fail2ban-server's own
 process and network namespace: no process per ban. When and what to write (batching,
 the invariant, repair, watchdog, unban-all) is f2b_ext.f2b_setaction's business; the
-nft text is f2b_ext.nftset's. This module runs that text and reads the answers (the
-kernel's elements as JSON).
+nft text, and reading the kernel's elements from its JSON, f2b_ext.nftset's. This module
+runs that text through libnftables (under f2b_ext.libnftables' lock).
 """
 from __future__ import annotations
 
-import ipaddress
 import json
-import threading
 
 from . import nftset
 from .f2b_setaction import BackendError, SetAction
-
-# libnftables is not safe to call from two threads at once, even with one context each:
-# its JSON output splits set types with strtok(), whose state is global, and a second
-# thread's call in between makes it abort the whole fail2ban-server (json.c:71
-# set_dtype_json: Assertion `__out' failed; seen when two jails' watchdogs listed their
-# sets at the same moment). Every call in this process goes through this lock.
-LIBNFTABLES = threading.Lock()
-
-
-def elements(listing: dict) -> dict:
-    """{network: seconds left or None} from `nft -j list set`'s answer (pure)."""
-    held = {}
-    for item in listing.get("nftables", ()):
-        for elem in item.get("set", {}).get("elem", ()):
-            left = None
-            if isinstance(elem, dict) and "elem" in elem:
-                left = elem["elem"].get("expires", elem["elem"].get("timeout"))
-                elem = elem["elem"]["val"]
-            if isinstance(elem, dict) and "prefix" in elem:
-                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
-            elif isinstance(elem, str):
-                net = ipaddress.ip_network(elem, strict=False)
-            else:                       # a range: never written by this action
-                continue
-            held[net] = None if left is None else float(left)
-    return held
-
-
-def jail_elements(jail: str, run) -> dict:
-    """{network: seconds left} the jail's nft sets hold, read with `run(*nft_args) ->
-    stdout` (the nft command line: `f2b-ext check`, the live lab's judge)."""
-    text = run("-j", "list", "sets", "table", "inet", "f2b_ext")
-    held = {}
-    for item in (json.loads(text).get("nftables", ()) if text.strip() else ()):
-        name = item.get("set", {}).get("name", "")
-        if name in {f"{nftset.jail_key(jail)}_h{f}" for f in (4, 6)} or nftset.is_prefix_set_of(jail, name):
-            held.update(elements({"nftables": [item]}))
-    return held
-
+from .libnftables import LIBNFTABLES
+from .nftset import elements, jail_elements  # noqa: F401  (kept for importers)
 
 class NftSetAction(SetAction):
     BACKEND = "nftset"

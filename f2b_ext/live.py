@@ -357,7 +357,7 @@ class Prober:
 def kernel_elements(lab: Lab, banaction: str, jail: str) -> dict:
     """{network: seconds left or None} the jail's kernel sets hold, read with the
     command-line tools (not the action's own code)."""
-    from .f2b_nftset import jail_elements
+    from .nftset import jail_elements
     if banaction == "ipset-net":
         held = {}
         for fam in (4, 6):

@@ -1,4 +1,5 @@
-"""nftables sets that hold a jail's bans: the nft text for them, nothing more.
+"""nftables sets that hold a jail's bans: the nft text for them, and reading the kernel's
+answers about them (`nft -j`), nothing more.
 
 How it works: one table of the suite's own (`inet f2b_ext`). Per jail, hosts go into
 `<jail>_h4` / `<jail>_h6` (`flags timeout`), prefixes into one interval set per family and
@@ -16,6 +17,7 @@ runs it. No I/O here.
 from __future__ import annotations
 
 import hashlib
+import json
 import ipaddress
 import re
 from typing import Iterable, Optional
@@ -157,3 +159,36 @@ def add_elements_script(jail: str, entries: Iterable[tuple]) -> str:
 
 def delete_element_script(jail: str, net) -> str:
     return f"delete element {TABLE} {set_name(jail, net)} {{ {element(net, None)} }}"
+
+
+# --- reading the kernel's answers (nft -j) ---------------------------------------------
+
+def elements(listing: dict) -> dict:
+    """{network: seconds left or None} from `nft -j list set`'s answer (pure)."""
+    held = {}
+    for item in listing.get("nftables", ()):
+        for elem in item.get("set", {}).get("elem", ()):
+            left = None
+            if isinstance(elem, dict) and "elem" in elem:
+                left = elem["elem"].get("expires", elem["elem"].get("timeout"))
+                elem = elem["elem"]["val"]
+            if isinstance(elem, dict) and "prefix" in elem:
+                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
+            elif isinstance(elem, str):
+                net = ipaddress.ip_network(elem, strict=False)
+            else:                       # a range: never written by this action
+                continue
+            held[net] = None if left is None else float(left)
+    return held
+
+
+def jail_elements(jail: str, run) -> dict:
+    """{network: seconds left} the jail's nft sets hold, read with `run(*nft_args) ->
+    stdout` (the nft command line: `f2b-ext check`, the live lab's judge)."""
+    text = run("-j", "list", "sets", "table", "inet", "f2b_ext")
+    held = {}
+    for item in (json.loads(text).get("nftables", ()) if text.strip() else ()):
+        name = item.get("set", {}).get("name", "")
+        if name in {f"{nftset.jail_key(jail)}_h{f}" for f in (4, 6)} or nftset.is_prefix_set_of(jail, name):
+            held.update(elements({"nftables": [item]}))
+    return held

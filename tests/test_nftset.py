@@ -52,9 +52,8 @@ def test_neighbour_discovery_passes_every_chain_first():
     assert sorted(nftset.ND_TYPES) == [133, 134, 135, 136, 137]
 
 
-@pytest.mark.fail2ban          # imports the fail2ban action
 def test_the_kernels_elements_read_from_json():
-    from f2b_ext.f2b_nftset import elements
+    from f2b_ext.nftset import elements
     answer = {"nftables": [{"metainfo": {}}, {"set": {"name": "j_n4_24", "elem": [
         {"elem": {"val": "198.51.100.5", "timeout": 600, "expires": 597}}, "198.51.100.6",
         {"elem": {"val": {"prefix": {"addr": "203.0.113.0", "len": 24}}, "timeout": 60, "expires": 59}},
