@@ -189,6 +189,6 @@ def jail_elements(jail: str, run) -> dict:
     held = {}
     for item in (json.loads(text).get("nftables", ()) if text.strip() else ()):
         name = item.get("set", {}).get("name", "")
-        if name in {f"{nftset.jail_key(jail)}_h{f}" for f in (4, 6)} or nftset.is_prefix_set_of(jail, name):
+        if name in {f"{jail_key(jail)}_h{f}" for f in (4, 6)} or is_prefix_set_of(jail, name):
             held.update(elements({"nftables": [item]}))
     return held

@@ -265,3 +265,20 @@ def test_two_jails_listing_their_sets_at_once_never_abort_fail2ban(lab_nft):
     r = subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-c", RACE, str(ROOT)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "survived", (r.returncode, r.stderr[-500:])
+
+
+def test_a_jails_elements_are_read_from_its_sets_only():
+    """jail_elements reads `nft -j list sets` and keeps the jail's host and prefix sets."""
+    from f2b_ext.nftset import jail_elements, jail_key, set_name
+    import ipaddress
+    import json
+    net = ipaddress.ip_network("203.0.113.0/24")
+    listing = {"nftables": [
+        {"set": {"name": f"{jail_key('web')}_h4", "elem": [{"elem": {"val": "192.0.2.7", "expires": 90}}]}},
+        {"set": {"name": set_name("web", net), "elem": [{"prefix": {"addr": "203.0.113.0", "len": 24}}]}},
+        {"set": {"name": f"{jail_key('mail')}_h4", "elem": ["198.51.100.1"]}},
+    ]}
+    asked = []
+    held = jail_elements("web", lambda *args: asked.append(args) or json.dumps(listing))
+    assert asked == [("-j", "list", "sets", "table", "inet", "f2b_ext")]
+    assert held == {ipaddress.ip_network("192.0.2.7/32"): 90.0, net: None}
