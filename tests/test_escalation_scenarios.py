@@ -85,6 +85,9 @@ class CoreDriver:
     def current(self) -> dict:
         return {k: length for k, (start, length, _) in self.bans.items()}
 
+    def settle(self, done):
+        """The core answers at once: nothing to wait for."""
+
 
 class ServerDriver:
     def __init__(self, scenario):
@@ -116,6 +119,13 @@ class ServerDriver:
     def current(self) -> dict:
         return self.server.bans("escalate")
 
+    def settle(self, done):
+        """fail2ban bans in its actions thread, and an escalation's ticket one round
+        later: wait (a bounded while) until the bans expected are there, however loaded
+        the machine; an expectation never met still fails below."""
+        from f2b_ext.lab import until
+        until(lambda: done(self.current()), 30, every=0.2)
+
     def close(self):
         self.server.close()
 
@@ -130,6 +140,8 @@ def play(driver, scenario):
             driver.restart()
         elif "expect" in step:
             want = step["expect"]
+            driver.settle(lambda got: all(item in got for item in want.get("banned", [])) and
+                          all(got.get(item) == length for item, length in want.get("bantime", {}).items()))
             got = driver.current()
             for item in want.get("banned", []):
                 assert item in got, f"{item} not banned: {sorted(got)}"
