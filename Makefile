@@ -89,10 +89,10 @@ trixie-root: deps
 HOST_VENV_TEST := tests/test_wheel.py::test_the_checkouts_venv_imports_the_checkout_before_an_installed_copy
 # (the fleet lab needs nats-py, which comes from PyPI into the venv, not from Debian: it runs
 # on Debian 12 only; the fleet's pure tests run on both)
-FLEET_LAB_TEST := tests/test_fleet_lab.py
+FLEET_LAB_TESTS := tests/test_fleet_lab.py tests/test_fleet_faults.py tests/test_fleet_demo.py
 test-trixie: trixie-root
 	$(IN_TRIXIE) 'cd /src && python3 -c "import sys, fail2ban.version as v; print(\"Debian\", open(\"/etc/debian_version\").read().strip(), \"fail2ban\", v.version, \"Python\", sys.version.split()[0])" \
-	  && python3 -m pytest -p no:cacheprovider --deselect $(HOST_VENV_TEST) --ignore=$(FLEET_LAB_TEST)'
+	  && python3 -m pytest -p no:cacheprovider --deselect $(HOST_VENV_TEST) $(addprefix --ignore=,$(FLEET_LAB_TESTS))'
 
 # Everything but the tests that need root and the kernel.
 test-fast: venv

@@ -60,6 +60,14 @@ LIMIT_HIDES = 1 / 60          # below one line a minute: most attacks never get 
 LIMIT_THINS = 10.0            # below ten a second: fail2ban sees a fraction of a scan
 RATE_UNITS = {**TIME_UNITS, **TIME_UNIT_NAMES}           # 3/hour, 10/min, 1/s
 IPTABLES_DEFAULT_LIMIT = "3/hour"
+# What a LOG rule should say instead of nothing (README, "Memory under floods"): each
+# source at most 10 lines a second (a scan's first three lines pass at once), all of
+# them together at most 200 (a flood of random forged sources bounds fail2ban at
+# 200 x findtime (1m): 29 MB measured, at a rate it reads without falling behind).
+LOG_LIMITS_NFT = ("add @f2bx_log4 { ip saddr limit rate 10/second burst 20 packets } "
+                  "limit rate 200/second burst 400 packets log prefix ...")
+LOG_LIMITS_IPTABLES = ("-m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip "
+                       "--hashlimit-name f2bx_log -m limit --limit 200/sec --limit-burst 400 -j LOG ...")
 
 # Kernel loggers that print LOG lines in the format the filter reads.
 SYSLOG_LOGGERS = ("nf_log_syslog", "nf_log_ipv4", "nf_log_ipv6")
@@ -89,7 +97,8 @@ class JailView:
 class LogRule:
     where: str                         # "nft inet filter input" / "iptables-legacy filter INPUT"
     text: str
-    per_second: float | None           # rate limit in lines per second; None: unlimited
+    per_second: float | None           # rate limit in lines per second, all sources; None: unlimited
+    per_source: float | None = None    # rate limit in lines per second for each source; None: none
 
 
 @dataclass
@@ -142,10 +151,16 @@ def nft_log_rules(ruleset: str) -> tuple[list[LogRule], int]:
             if re.search(r"\blog\b[^#]*\bgroup\s+\d+", line):
                 nflog += 1
                 continue
-            m = re.search(r"limit rate (?:over )?(\d+\s*/\s*[a-z]+)", line)
-            rules.append(LogRule(f"nft {table} {chain}".strip(), line.strip(),
-                                 rate_per_second(m.group(1)) if m else None))
+            # a limit inside { } is a dynamic set's (meter's): one per key, the source
+            outside, inside = re.sub(r"\{[^}]*\}", " ", line), " ".join(re.findall(r"\{([^}]*)\}", line))
+            rules.append(LogRule(f"nft {table} {chain}".strip(), line.strip(), _nft_limit(outside),
+                                 _nft_limit(inside) if re.search(r"\bip6? saddr\b", inside) else None))
     return rules, nflog
+
+
+def _nft_limit(text: str) -> float | None:
+    m = re.search(r"limit rate (?!over)(\d+\s*/\s*[a-z]+)", text)
+    return rate_per_second(m.group(1)) if m else None
 
 
 def iptables_log_rules(save: str, tool: str = "iptables-legacy") -> tuple[list[LogRule], int]:
@@ -158,11 +173,14 @@ def iptables_log_rules(save: str, tool: str = "iptables-legacy") -> tuple[list[L
             if re.search(r"-j NFLOG\b", line):
                 nflog += 1
             elif re.search(r"-j LOG\b", line):
-                rate = None
+                rate = per_source = None
                 if re.search(r"-m limit\b", line):
                     m = re.search(r"--limit (\S+)", line)
                     rate = rate_per_second(m.group(1) if m else IPTABLES_DEFAULT_LIMIT)
-                rules.append(LogRule(f"{tool} {table} {line.split()[1]}", line.strip(), rate))
+                m = re.search(r"--hashlimit(?:-upto)? (\S+)", line)
+                if m and re.search(r"--hashlimit-mode \S*\bsrcip\b", line):
+                    per_source = rate_per_second(m.group(1))
+                rules.append(LogRule(f"{tool} {table} {line.split()[1]}", line.strip(), rate, per_source))
     return rules, nflog
 
 
@@ -311,6 +329,15 @@ def findings(m: Machine) -> list[Finding]:
         elif rule.per_second is not None and rule.per_second < LIMIT_THINS:
             out.append(Finding(WARNING, rule.where, f"LOG rule limited to {_rate(rule.per_second)}: a scan "
                                "outruns it and fail2ban sees a fraction", "raise the limit to tens per second"))
+    for rule in m.log_rules:
+        missing = [what for what, limit in (("in total", rule.per_second), ("per source", rule.per_source))
+                   if limit is None]
+        if missing:
+            out.append(Finding(WARNING, rule.where, f"LOG rule not rate-limited {' nor '.join(missing)}: a flood "
+                               "from random forged sources writes a line per packet, and fail2ban holds each source "
+                               "about 1.6 KB for findtime (3,000 lines/s and findtime 10m: 2.5 GB after ten minutes) and reads behind",
+                               f"limit it per source and in total (README, \"Memory under floods\"): nft "
+                               f"`{LOG_LIMITS_NFT}`; iptables `{LOG_LIMITS_IPTABLES}`"))
     if m.log_rules and not flagged:
         out.append(Finding(OK, "ruleset", f"{len(m.log_rules)} LOG rules, none rate-limited into silence"))
 

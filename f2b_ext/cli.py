@@ -774,7 +774,9 @@ def cmd_fleet(args) -> int:
 # --- demo -----------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
-    """The live demonstration (f2b_ext.demo)."""
+    """The live demonstration (f2b_ext.demo), or the fleet's (f2b_ext.fleetdemo)."""
+    if args.fleet:
+        return demo_fleet(args)
     from .live import environment_problems
     problems = environment_problems()
     if problems:
@@ -782,6 +784,20 @@ def cmd_demo(args) -> int:
                        "`f2b-ext test` shows verdicts on the sample logs without root)")
     from .demo import run
     return run(Style(sys.stdout, args.color), firewall=args.firewall, banaction=args.banaction)
+
+
+def demo_fleet(args) -> int:
+    from .fleetdemo import environment_problems
+    problems = environment_problems()
+    if problems:
+        raise CliError(f"the fleet demo {problems[0]} (`make venv` installs everything)")
+    from .fleetdemo import run
+    from .lab import LabError
+    from .f2b_server import ServerError
+    try:
+        return run(Style(sys.stdout, args.color))
+    except (LabError, ServerError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from None
 
 
 # --- main -----------------------------------------------------------------------------
@@ -939,6 +955,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the server's firewall as a pure nftables ruleset or as iptables-nft rules")
     d.add_argument("--banaction", choices=("nftset", "ipset-net"), default="nftset",
                    help="the set action that blocks (ipset-net: for iptables firewalls)")
+    d.add_argument("--fleet", action="store_true",
+                   help="the fleet instead: three servers (nats-server, fail2ban, fleet agent each) in "
+                        "namespaces; a scan on one dropped on the others, forged bans refused")
     d.set_defaults(func=cmd_demo)
     return p
 

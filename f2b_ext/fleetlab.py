@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,13 +62,14 @@ class FleetLab:
         self.addr = {n: f"198.18.0.{i + 1}" for i, n in enumerate(self.names)}
         self.ns = {n: f"{self.tag}-{n}" for n in self.names}
         self.hub = f"{self.tag}-hub"
-        self.dir = Path(tempfile.mkdtemp(prefix="f2bx-fleet-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"f2bx-fleet-{os.getpid()}-"))
         self.nats: dict = {}
         self.agents: dict = {}
         self.f2b: dict = {}
         self.agent_settings = dict(agent_settings or {})
         self.per_server = dict(per_server or {})
         self._made: list = []
+        self._ready_before: dict = {}
 
     # -- setup --
     def __enter__(self):
@@ -112,6 +114,7 @@ class FleetLab:
             self.start_agent(n)
 
     def start_nats(self, n: str):
+        self._ready_before[n] = self.nats_log(n).count("Server is ready")     # earlier runs' lines
         logf = open(self.dir / f"nats-{n}.log", "a")
         self.nats[n] = subprocess.Popen(["ip", "netns", "exec", self.ns[n], "nats-server", "-c",
                                          str(self.dir / "init" / n / "nats-server.conf")],
@@ -125,7 +128,7 @@ class FleetLab:
     def wait_cluster(self, timeout: float = 60):
         """Every server's JetStream answers (the meta group has a leader)."""
         def ready():
-            return all("Server is ready" in self.nats_log(n) for n in self.nats)
+            return all(self.nats_log(n).count("Server is ready") > self._ready_before.get(n, 0) for n in self.nats)
         if not until(ready, timeout, 0.2):
             raise RuntimeError("nats-server did not start: " + self.nats_log(self.names[0])[-2000:])
 
@@ -137,8 +140,8 @@ class FleetLab:
         work = self.dir / f"f2b-{n}"
         srv = Fail2banServer(jail_conf(n, self.dir / f"spool-{n}.sqlite3"), netns=self.ns[n], workdir=work)
         (work / "kern.log.fleet").touch()
+        self.f2b[n] = srv                    # close() stops it even if start() is interrupted
         srv.start(timeout=60, jail=FLEET_JAIL)
-        self.f2b[n] = srv
 
     def agent_conf(self, n: str) -> Path:
         path = self.dir / f"agent-{n}.conf"
@@ -165,6 +168,16 @@ class FleetLab:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def stop_server(self, n: str, sig=signal.SIGTERM):
+        """Server n goes down: its agent (with `sig`), then its fail2ban (stopped)."""
+        self.stop_agent(n, sig)
+        self.f2b[n].stop()
+
+    def start_server(self, n: str):
+        """Server n comes back: its fail2ban (restoring its bans from its database), then its agent."""
+        self.f2b[n].start(timeout=120, jail=FLEET_JAIL)
+        self.start_agent(n)
 
     def agent_log(self, n: str) -> str:
         path = self.dir / f"agent-{n}.log"
@@ -206,6 +219,91 @@ class FleetLab:
                  check=False)
         return set(out.split("elements = {")[-1].split("}")[0].replace(",", " ").split()) if "elements" in out else set()
 
+    # -- the three views of one server, as the fault tests compare them --
+    def held(self, n: str) -> dict:
+        """{network: seconds left or None}: every element of every set in every f2b-ext
+        table of n's kernel, whichever jail or writer put it there (read with nft)."""
+        out = sh("ip", "netns", "exec", self.ns[n], "nft", "-j", "list", "ruleset", check=False)
+        return f2bx_elements(out)
+
+    def listed(self, n: str) -> dict:
+        """{network: seconds left or None}: what n lists as banned, fail2ban's lists of
+        both jails (`get JAIL banip --with-time`) and its agent's own list together."""
+        from .live import listed_with_ends
+        return self._with_agents(n, listed_with_ends)
+
+    def stored(self, n: str) -> dict:
+        """{network: seconds left or None}: the bans n's fail2ban database holds as
+        current, and those its agent's ledger file holds."""
+        from .live import database_bans
+        return self._with_agents(n, database_bans)
+
+    def _with_agents(self, n: str, per_jail) -> dict:
+        """The agent's list with `per_jail(fail2ban, jail)` of both jails merged in."""
+        merged = self.agent_listed(n)
+        for jail in (LOCAL_JAIL, FLEET_JAIL):
+            for net, left in per_jail(self.f2b[n], jail).items():
+                merged[net] = _longer(merged.get(net, 0), left)
+        return merged
+
+    def agent_listed(self, n: str) -> dict:
+        """{network: seconds left}: the remote bans n's agent lists itself, read from its
+        ledger file, when it keeps one (f2b_ext.fleetledger: the agent writes remote host
+        bans to the kernel itself); none while they go through fail2ban's fleet jail."""
+        import ipaddress
+        try:
+            from .fleetledger import LedgerStore, default_path
+        except ImportError:                  # remote bans go through the fleet jail only
+            return {}
+        path = Path(default_path(str(self.dir / f"spool-{n}.sqlite3")))
+        if not path.exists():
+            return {}
+        now = time.time()
+        store = LedgerStore(str(path), readonly=True)
+        try:
+            return {ipaddress.ip_network(target): until - now for target, until, _ in store.bans(now)}
+        finally:
+            store.close()
+
+    def disagreement(self, n: str, tolerance: float = 5) -> str:
+        """'' when what n lists, what its database stores and what its kernel holds agree
+        (the same networks listed and held, every listed one stored, end times within
+        `tolerance` seconds), else what differs."""
+        listed, stored, held = self.listed(n), self.stored(n), self.held(n)
+        problems = []
+        if set(listed) != set(held):
+            only_l, only_k = sorted(map(str, set(listed) - set(held))), sorted(map(str, set(held) - set(listed)))
+            problems.append(f"{n}: listed only {only_l[:5]} ({len(only_l)}), kernel only {only_k[:5]} ({len(only_k)})")
+        unstored = sorted(map(str, set(listed) - set(stored)))
+        if unstored:
+            problems.append(f"{n}: not in the database: {unstored[:5]} ({len(unstored)})")
+        def apart(left, have):
+            if left is None or have is None:
+                return (left is None) != (have is None)
+            return abs(left - have) > tolerance
+        late = [f"{net} listed {left} held {held[net]}" for net, left in listed.items()
+                if net in held and apart(left, held[net])]
+        if late:
+            problems.append(f"{n}: end times differ: {late[:3]} ({len(late)})")
+        return "; ".join(problems)
+
+    def settled(self, names=None, timeout: float = 60, tolerance: float = 5) -> str:
+        """Wait until every server's three views agree; '' or the last difference."""
+        last = [""]
+
+        def agree():
+            last[0] = "; ".join(filter(None, (self.disagreement(n, tolerance) for n in names or self.f2b)))
+            return not last[0]
+        return "" if until(agree, timeout, 0.5) else last[0]
+
+    def bus(self, n: str | None = None) -> dict:
+        """The stream as nats-server reports it, asked from n's namespace with the
+        administrator's credential: {"messages": {subject: count}, "last_seq",
+        "leader", "replicas": {name: current?}, "consumers": {durable: {"delivered",
+        "ack_floor", "pending", "ack_pending", "redelivered"}}}."""
+        return _job(self, n or next(iter(self.nats)), {"op": "bus", "consumers": self.names},
+                    self.dir / "init" / "admin" / "fleet.conf")
+
     # -- teardown --
     def close(self):
         for n in list(self.agents):
@@ -231,25 +329,130 @@ def publish_as(lab: FleetLab, n: str, subject: str, payloads: list[bytes], timeo
     is None: f2bx.bans.<origin>) from server n's namespace, with n's credentials (as a
     compromised server would) or with `conf`'s, over `connections` connections, one
     per origin. Returns {"acked": k, "errors": [first few error texts], "seconds": t}."""
-    src = lab.dir / f"publish-{time.monotonic_ns()}.json"
     items = [[subject or f"f2bx.bans.{json.loads(p)['origin']}", p.decode()] for p in payloads]
-    src.write_text(json.dumps({"items": items, "timeout": timeout, "connections": connections}))
+    return _job(lab, n, {"op": "publish", "items": items, "timeout": timeout, "connections": connections},
+                conf or lab.agent_conf(n))
+
+
+def f2bx_elements(ruleset_json: str) -> dict:
+    """{network: seconds left or None} of every set in the f2b-ext tables of `nft -j list
+    ruleset`'s answer (the longest, when two sets hold one network)."""
+    from .f2b_nftset import elements
+    held: dict = {}
+    for item in (json.loads(ruleset_json).get("nftables", ()) if ruleset_json.strip() else ()):
+        if item.get("set", {}).get("table", "").startswith("f2b"):
+            for net, left in elements({"nftables": [item]}).items():
+                held[net] = _longer(held.get(net, 0), left)
+    return held
+
+
+class SetWatch:
+    """When each network first appeared in some servers' kernels: one thread per server,
+    inside its namespace, lists its f2b-ext sets with libnftables every `every` seconds;
+    `first[n][network]` is the time.time() of the first listing that held it."""
+
+    def __init__(self, lab: FleetLab, names, every: float = 0.005):
+        self.lab, self.names, self.every = lab, list(names), every
+        self.first: dict = {n: {} for n in self.names}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._watch, args=(n,), daemon=True) for n in self.names]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+    def _watch(self, n: str):
+        from nftables import Nftables
+        from .f2b_nftset import LIBNFTABLES      # libnftables' JSON output is not thread-safe
+        from .lab import in_netns
+        with in_netns(self.lab.ns[n]):
+            nft = Nftables()
+            nft.set_json_output(True)
+            while not self._stop.is_set():
+                with LIBNFTABLES:
+                    rc, out, _ = nft.cmd("list ruleset")
+                now = time.time()
+                if rc == 0:
+                    for net in f2bx_elements(out):
+                        self.first[n].setdefault(net, now)
+                self._stop.wait(self.every)
+
+    def when(self, n: str, target: str, timeout: float) -> float | None:
+        """The time `target` first appeared in n's kernel, waiting up to `timeout` seconds."""
+        import ipaddress
+        net = ipaddress.ip_network(target)
+        until(lambda: net in self.first[n], timeout, 0.01)
+        return self.first[n].get(net)
+
+
+def _longer(a, b):
+    """The longer of two remaining times (None: for ever)."""
+    return None if a is None or b is None else max(a, b)
+
+
+def _job(lab: FleetLab, n: str, spec: dict, conf: Path) -> dict:
+    """Run a NATS job (publish, bus) in n's namespace with `conf`'s credentials; its answer."""
+    src = lab.dir / f"job-{time.monotonic_ns()}.json"
+    src.write_text(json.dumps(spec))
     env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
     r = subprocess.run(["ip", "netns", "exec", lab.ns[n], sys.executable, "-m", "f2b_ext.fleetlab",
-                        str(conf or lab.agent_conf(n)), str(src)], capture_output=True, text=True, env=env,
-                       timeout=900)
+                        str(conf), str(src)], capture_output=True, text=True, env=env, timeout=900)
+    src.unlink(missing_ok=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.splitlines()[-1])
 
 
-def _publish_main(conf: str, job: str):
+def _bus_main(cfg, spec: dict):
     import asyncio
     import ssl
     import nats
+    from .fleet import STREAM
+
+    async def main():
+        nc = await nats.connect(servers=cfg.nats, user=cfg.user, password=cfg.password, connect_timeout=3,
+                                tls=ssl.create_default_context(cafile=cfg.ca) if cfg.ca else None)
+        try:
+            jsm = nc.jsm()
+            info = await jsm.stream_info(STREAM, subjects_filter="f2bx.bans.>")
+            consumers = {}
+            for name in spec["consumers"]:
+                try:
+                    c = await jsm.consumer_info(STREAM, name)
+                except Exception:
+                    continue
+                consumers[name] = {"delivered": c.delivered.stream_seq, "ack_floor": c.ack_floor.stream_seq,
+                                   "pending": c.num_pending, "ack_pending": c.num_ack_pending,
+                                   "redelivered": c.num_redelivered}
+            cluster = info.cluster
+            print(json.dumps({"messages": info.state.subjects or {}, "last_seq": info.state.last_seq,
+                              "leader": cluster.leader if cluster else None,
+                              "replicas": {p.name: bool(p.current) for p in (cluster.replicas or ())} if cluster else {},
+                              "consumers": consumers}))
+        finally:
+            await nc.close()
+    asyncio.run(main())
+
+
+def _job_main(conf: str, job: str):
     from .fleetagent import AgentConfig
     spec = json.loads(Path(job).read_text())
     cfg = AgentConfig.read(conf)
+    if spec["op"] == "bus":
+        return _bus_main(cfg, spec)
+    _publish_main(cfg, spec)
+
+
+def _publish_main(cfg, spec: dict):
+    import asyncio
+    import ssl
+    import nats
     errors = []
 
     async def err_cb(exc):
@@ -292,4 +495,4 @@ def _publish_main(conf: str, job: str):
 
 
 if __name__ == "__main__":
-    _publish_main(sys.argv[1], sys.argv[2])
+    _job_main(sys.argv[1], sys.argv[2])

@@ -45,7 +45,7 @@ SUPPORTED = ((1, 0), (1, 1))
 # The lab: network namespaces it enters, forged raw frames, the live demo and its
 # private fail2ban-server, the fleet lab. Never installed next to the firewall daemon; the command line
 # reaches it only from `f2b-ext demo`.
-LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server", "fleetlab"})
+LAB_MODULES = frozenset({"lab", "live", "demo", "f2b_server", "fleetlab", "fleetdemo"})
 # Besides the modules action.d/*.py import: what the synwatch unit runs with fail2ban's Python.
 RUNTIME_ENTRIES = ("__init__", "__main__", "synwatcher")
 

@@ -55,6 +55,35 @@ COMMIT
     assert rules[0].where == "iptables-legacy filter INPUT"
 
 
+# The README's rate-limited LOG rules, as `nft list ruleset` prints them back (nftables,
+# and iptables-nft's translation of -m hashlimit/-m limit), and as iptables-save does.
+LIMITED_NFT = """table inet fw {
+	chain input {
+		add @f2bx_log4 { ip saddr limit rate 10/second burst 20 packets } limit rate 200/second burst 400 packets log prefix "FINAL_REJECT: "
+		add @f2bx_log6 { ip6 saddr limit rate 10/second burst 20 packets } limit rate 200/second burst 400 packets log prefix "FINAL_REJECT: "
+		limit rate 200/second burst 400 packets log prefix "TOTAL_ONLY: "
+		add @f2bx_log4 { ip saddr limit rate 10/second } log prefix "SOURCE_ONLY: "
+	}
+}
+table ip filter {
+	chain INPUT {
+		meter f2bx_log { ip saddr timeout 60s limit rate 10/second burst 20 packets } limit rate 200/second burst 400 packets counter packets 0 bytes 0 log prefix "FINAL_REJECT: "
+	}
+}
+"""
+
+
+def test_log_rules_limited_per_source_and_in_total():
+    rules, _ = check.nft_log_rules(LIMITED_NFT)
+    assert [(r.per_second, r.per_source) for r in rules] == [
+        (200.0, 10.0), (200.0, 10.0), (200.0, None), (None, 10.0), (200.0, 10.0)]
+    save = ("*filter\n-A INPUT -m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 20 --hashlimit-mode srcip "
+            "--hashlimit-name f2bx_log -m limit --limit 200/sec --limit-burst 400 -j LOG --log-prefix \"X \"\n"
+            "-A INPUT -m hashlimit --hashlimit-upto 10/sec --hashlimit-mode dstip --hashlimit-name d -j LOG\nCOMMIT\n")
+    rules, _ = check.iptables_log_rules(save)
+    assert [(r.per_second, r.per_source) for r in rules] == [(200.0, 10.0), (None, None)]
+
+
 def test_imklog_only_files():
     shipped = (ROOT / "rsyslog.d" / "f2b-ext-netfilter.conf").read_text()
     assert check.imklog_only_files([shipped]) == {"/var/log/netfilter.log"}
@@ -86,7 +115,7 @@ def jail(**kw):
 
 def machine(**kw):
     base = dict(jails=[jail()], kernel_only_logs={"/var/log/netfilter.log"},
-                log_rules=[check.LogRule("nft inet fw input", "log", None)], own_addresses=OWN)
+                log_rules=[check.LogRule("nft inet fw input", "log", 200.0, 10.0)], own_addresses=OWN)
     return check.Machine(**{**base, **kw})
 
 
@@ -120,6 +149,10 @@ def test_a_good_machine_has_no_problems():
     (machine(log_rules=[], nflog_rules=2), "(2 NFLOG rules go to ulogd"),
     (machine(log_rules=[check.LogRule("nft ip filter INPUT", "x", 3 / 3600)]), "LOG rule limited to 3/hour"),
     (machine(log_rules=[check.LogRule("nft ip filter INPUT", "x", 1.0)]), "a scan outruns it"),
+    (machine(log_rules=[check.LogRule("nft inet fw input", "log", None)]),
+     "nft inet fw input: LOG rule not rate-limited in total nor per source: a flood from random forged sources"),
+    (machine(log_rules=[check.LogRule("nft inet fw input", "log", None, 10.0)]), "LOG rule not rate-limited in total:"),
+    (machine(log_rules=[check.LogRule("nft inet fw input", "log", 200.0)]), "LOG rule not rate-limited per source:"),
     (machine(logger_available=False), "kernel: no netfilter syslog logger"),
     (machine(init_netns=False, all_netns=False), "nf_log_all_netns = 0"),
     (machine(init_netns=False, all_netns=None), "cannot be read from inside"),
@@ -157,7 +190,7 @@ def test_each_problem_is_found(m, expect):
     machine(jails=[jail(actions=("iptables-multiport", "subnet-escalate"))]),
     machine(jails=[jail(actions=("nftables", "subnet-escalate"))], fail2ban=(1, 1, 1)),   # flags interval
     machine(jails=[jail(actions=("nftables-allports", "subnet-escalate"))], fail2ban=(1, 2)),
-    machine(log_rules=[check.LogRule("x", "x", 50.0)]),
+    machine(log_rules=[check.LogRule("x", "x", 50.0, 10.0)]),
     machine(init_netns=False, all_netns=True),
 ])
 def test_and_nothing_else(m):
@@ -230,7 +263,8 @@ def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
     # inside a namespace the host's nf_log_all_netns cannot be read: said, with the fix
     assert "warning  kernel: this runs in a network namespace" in text
 
-    # fixed: the shipped jail as installed, an nft LOG rule without a limit
+    # fixed: the shipped jail as installed, an nft LOG rule without a limit (a warning
+    # with the README's rules as the fix), then with them
     lab.server_sh("nft", "flush", "ruleset")
     lab.server_sh("nft", "add table inet fw; add chain inet fw input { type filter hook input priority 0; }; "
                          'add rule inet fw input log prefix "FINAL_REJECT: " drop')
@@ -239,6 +273,52 @@ def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr       # the namespace warning is not a problem
     assert r.stdout.strip().endswith("no problems found") and "\033[" not in r.stdout
     assert "ok       f2b-ext-inbound: reads the journal's kernel transport" in r.stdout
+    assert "warning  nft inet fw input: LOG rule not rate-limited in total nor per source" in r.stdout
+    assert check.LOG_LIMITS_NFT in r.stdout and check.LOG_LIMITS_IPTABLES in r.stdout
+    lab.server_sh("nft", "flush", "ruleset")
+    lab.server_sh("nft", "-f", "-", input=readme_rules("nft"))
+    lab.server_sh("iptables-nft-restore", input=readme_rules("iptables"))
+    r = run_check(lab, good)
+    assert r.returncode == 0 and "not rate-limited" not in r.stdout, r.stdout
+    assert "ok       ruleset: 3 LOG rules, none rate-limited into silence" in r.stdout, r.stdout
+
+
+@pytest.mark.kernel
+def test_readme_log_limits_bound_a_random_source_flood_in_the_kernel(lab):
+    """The README's nft rules in the real kernel: 5,000 SYNs from 5,000 forged sources
+    pass the total (burst 400, then 200/s) and no more; 1,000 from one source pass its
+    own limit (burst 20, then 10/s). Counted by a counter beside the log statement;
+    the bounds use the measured sending time, so a slow machine only loosens them."""
+    import re
+    import time as clock
+    lab.server_sh("nft", "flush", "ruleset")
+    lab.server_sh("nft", "-f", "-", input=readme_rules("nft").replace('log prefix', 'counter log prefix'))
+
+    def logged() -> int:
+        return int(re.search(r"counter packets (\d+)", lab.server_sh("nft", "list", "chain", "inet", "firewall",
+                                                                   "input")).group(1))
+
+    base = int(ipaddress.ip_address("198.18.0.1"))
+    start = clock.monotonic()
+    lab.syn_flood([str(ipaddress.ip_address(base + i)) for i in range(5000)], dport=23)
+    elapsed = clock.monotonic() - start
+    flood = logged()
+    assert 400 <= flood <= 400 + 200 * elapsed + 5, (flood, elapsed)
+    clock.sleep(2.5)                            # the total's bucket refills (burst 400 at 200/s)
+    start = clock.monotonic()
+    lab.syn_flood(["198.51.100.9"] * 1000, dport=23)
+    elapsed = clock.monotonic() - start
+    loud = logged() - flood
+    assert 20 <= loud <= 20 + 10 * elapsed + 2, (loud, elapsed)
+
+
+def readme_rules(kind: str) -> str:
+    """The rate-limited LOG rules README's "Memory under floods" shows (```nft and
+    ```iptables blocks), for the real tools to load."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Memory under floods", 1)[1].split("\n## ", 1)[0]
+    return re.search(rf"```{kind}\n(.*?)```", section, re.S).group(1)
 
 
 def test_check_errors_are_one_line(tmp_path):

@@ -114,21 +114,23 @@ def test_what_fail2ban_client_shows():
 def test_a_forged_flood_over_many_24s_stays_within_the_breaker_and_every_escalation_ends():
     """Forged lines from 5 hosts in each of 40 /24s: the breaker lets 4 escalations
     through (maxrate=4/1h), each on the short forged schedule, says why it paused in the
-    status and the log, and every escalated prefix is released on time."""
+    status and the log, and every escalated prefix is released on time. The forged
+    schedule is 15 s, not shorter: on a loaded machine (load 20) a 4 s ban was released
+    before the test had listed it."""
     from conftest import kernel_line
-    with running('hosts="5", maxrate="4/1h", forgedschedule="4s", schedule="1h", bogons="none"') as s:
+    with running('hosts="5", maxrate="4/1h", forgedschedule="15s", schedule="1h", bogons="none"') as s:
         s.append(*[kernel_line(f"198.18.{third}.{h}") for third in range(40) for h in range(1, 6)])
         s.wait_for(lambda: "Total failed:\t200" in s.client("status", "escalate").stdout, what="200 failures read")
         s.wait_for(lambda: prop(s, "status").startswith("escalated 4"), what="four escalations")
         time.sleep(1.5)
         escalated = [line for line in s.server_log().splitlines() if "] Escalate " in line]
-        assert len(escalated) == 4 and all(" for 4s (" in line and "forgeable evidence" in line for line in escalated)
+        assert len(escalated) == 4 and all(" for 15s (" in line and "forgeable evidence" in line for line in escalated)
         status = prop(s, "status")
         assert "paused: " in status and "maxrate 4/3600s" in status, status
         assert "unproven 4/4 in 3600s" in status
         prefixes = [p for p in s.bans("escalate") if "/" in p]
-        assert len(prefixes) == 4 and all(s.bans("escalate")[p] == 4 for p in prefixes)
-        s.wait_for(lambda: not any("/" in p for p in s.bans("escalate")), timeout=15, what="the prefixes released")
+        assert len(prefixes) == 4 and all(s.bans("escalate")[p] == 15 for p in prefixes)
+        s.wait_for(lambda: not any("/" in p for p in s.bans("escalate")), timeout=40, what="the prefixes released")
         assert prop(s, "escalations").strip() == "none"
 
 
