@@ -10,8 +10,16 @@ nats-server with TLS, a real fail2ban-server with nftset, and the fleet agent). 
    bus takes them; time until B's kernel set holds every one: bans/s one server applies,
    and B's agent and fail2ban-server CPU seconds and peak memory. --kill also kill -9s
    one nats-server one second into the burst and checks nothing is lost.
+3. drain: the same simulated servers publish while B's agent is stopped; then B's agent
+   starts and the clock runs from its start to the last element in B's kernel set: the
+   remote ban rate one server sustains, without the publishers' own pace in the way.
+
+Each of --paths runs on its own lab, in this one command: `kernel` (remote host bans
+written by the agent into its own set, the default) and `fail2ban` (through the fleet
+jail: fail2ban's ban path and its nftset action), the naive equivalent.
 
     python bench/fleet_propagation.py [--bans 200] [--publishers 100] [--per 100] [--kill]
+                                      [--drain 200] [--paths kernel,fail2ban]
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from conftest import kernel_line  # noqa: E402
 from f2b_ext import nftset  # noqa: E402
 from f2b_ext.fleet import make_event  # noqa: E402
-from f2b_ext.fleetlab import FLEET_JAIL, FleetLab, publish_as  # noqa: E402
+from f2b_ext.fleetlab import FLEET_JAIL, REMOTE_SETS, FleetLab, publish_as  # noqa: E402
 from f2b_ext.lab import in_netns  # noqa: E402
 
 SETTINGS = dict(rate=1_000_000, burst=10_000_000, hosts=1000)   # no quarantine, no escalation here
@@ -42,16 +50,16 @@ class SetWatcher(threading.Thread):
     """Polls B's fleet host set from inside B's namespace; records when each element
     first appeared."""
 
-    def __init__(self, ns: str, every: float):
+    def __init__(self, ns: str, every: float, jail: str):
         super().__init__(daemon=True)
-        self.ns, self.every, self.seen, self.stop = ns, every, {}, False
+        self.ns, self.every, self.seen, self.stop, self.jail = ns, every, {}, False, jail
 
     def run(self):
         from nftables import Nftables
         with in_netns(self.ns):
             nft = Nftables()
             nft.set_json_output(True)
-            name = f"{nftset.jail_key(FLEET_JAIL)}_h4"
+            name = f"{nftset.jail_key(self.jail)}_h4"
             while not self.stop:
                 rc, out, _ = nft.cmd(f"list set {nftset.TABLE} {name}")
                 now = time.time()
@@ -73,8 +81,8 @@ def cpu_mem(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-def latency(lab: FleetLab, bans: int) -> list[float]:
-    watcher = SetWatcher(lab.ns["b"], 0.002)
+def latency(lab: FleetLab, bans: int, jail: str) -> list[float]:
+    watcher = SetWatcher(lab.ns["b"], 0.002, jail)
     watcher.start()
     spool = sqlite3.connect(str(lab.dir / "spool-a.sqlite3"))
     out = []
@@ -93,15 +101,53 @@ def latency(lab: FleetLab, bans: int) -> list[float]:
     return out
 
 
-def fleet_load(lab: FleetLab, publishers: int, per: int, kill: bool) -> dict:
-    rnd = random.Random(7)
+def simulated(publishers: int, per: int, seed: int) -> tuple[list[str], list[bytes]]:
+    """publishers * per distinct addresses of 198.18.0.0/15 (not the lab's 198.18.0.0/24),
+    each banned by one simulated server sim000..simNNN."""
+    rnd = random.Random(seed)
     hosts = rnd.sample(range(1 << 17), publishers * per + 1000)
     hosts = [f"198.{18 + (h >> 16)}.{(h >> 8) & 255}.{h & 255}" for h in hosts
-             if (h >> 8) >= 1 and h & 255 not in (0, 255)][:publishers * per]     # not the lab's 198.18.0.0/24
+             if (h >> 8) >= 1 and h & 255 not in (0, 255)][:publishers * per]
     now = time.time()
     payloads = [make_event("ban", h, f"sim{i % publishers:03d}", "bench", now, now + 3600, proto="TCP",
-                           seq=f"b{i}").to_json() for i, h in enumerate(hosts)]
-    watcher = SetWatcher(lab.ns["b"], 0.25)
+                           seq=f"s{seed}b{i}").to_json() for i, h in enumerate(hosts)]
+    return hosts, payloads
+
+
+def publish(lab: FleetLab, payloads: list[bytes], publishers: int) -> dict:
+    return publish_as(lab, "a", None, payloads, timeout=10, conf=lab.dir / "init" / "admin" / "fleet.conf",
+                      connections=publishers)
+
+
+def drain(lab: FleetLab, publishers: int, per: int, jail: str) -> dict:
+    hosts, payloads = simulated(publishers, per, seed=11)
+    lab.stop_agent("b")
+    pub = publish(lab, payloads, publishers)
+    watcher = SetWatcher(lab.ns["b"], 0.5, jail)
+    watcher.start()
+    t0 = time.time()
+    lab.start_agent("b")
+    agent_pid, f2b_pid = lab.agents["b"].pid, lab.f2b["b"].proc.pid
+    f2b0 = cpu_mem(f2b_pid)[0]
+    want = set(hosts)
+    end = time.monotonic() + 900
+    cpu = hwm = 0
+    while not want <= set(watcher.seen) and time.monotonic() < end:
+        cpu, hwm = cpu_mem(agent_pid)
+        time.sleep(0.25)
+    t1 = max(watcher.seen.get(h, time.time()) for h in hosts)
+    cpu, hwm = cpu_mem(agent_pid)
+    watcher.stop = True
+    f2b1, f2bhwm = cpu_mem(f2b_pid)
+    return dict(bans=len(hosts), acked=pub["acked"], missing=len(want - set(watcher.seen)),
+                seconds_from_agent_start=round(t1 - t0, 2), bans_per_s=round(len(hosts) / (t1 - t0)),
+                agent_cpu_s=round(cpu, 2), agent_peak_rss_mib=round(hwm / 1024, 1),
+                f2b_cpu_s=round(f2b1 - f2b0, 2), f2b_peak_rss_mib=round(f2bhwm / 1024, 1))
+
+
+def fleet_load(lab: FleetLab, publishers: int, per: int, kill: bool, jail: str) -> dict:
+    hosts, payloads = simulated(publishers, per, seed=7)
+    watcher = SetWatcher(lab.ns["b"], 0.25, jail)
     watcher.start()
     agent_pid, f2b_pid = lab.agents["b"].pid, lab.f2b["b"].proc.pid
     cpu0, f2b0 = cpu_mem(agent_pid)[0], cpu_mem(f2b_pid)[0]
@@ -113,8 +159,7 @@ def fleet_load(lab: FleetLab, publishers: int, per: int, kill: bool) -> dict:
     if kill:
         threading.Thread(target=killer, daemon=True).start()
     t0 = time.time()
-    pub = publish_as(lab, "a", None, payloads, timeout=10, conf=lab.dir / "init" / "admin" / "fleet.conf",
-                     connections=publishers)
+    pub = publish(lab, payloads, publishers)
     want = set(hosts)
     end = time.monotonic() + 600
     while not want <= set(watcher.seen) and time.monotonic() < end:
@@ -137,17 +182,28 @@ def main():
     ap.add_argument("--publishers", type=int, default=100)
     ap.add_argument("--per", type=int, default=100)
     ap.add_argument("--kill", action="store_true")
+    ap.add_argument("--drain", type=int, default=0, metavar="PER",
+                    help="bans per simulated server published while B's agent is down")
+    ap.add_argument("--paths", default="kernel,fail2ban")
+    ap.add_argument("--batch", type=int, default=None, help="the agent's batch (default: the agent's own)")
     args = ap.parse_args()
-    with FleetLab(agent_settings=SETTINGS) as lab:
-        time.sleep(3)
-        if args.bans:
-            lat = sorted(latency(lab, args.bans))
-            q = statistics.quantiles(lat, n=100)
-            print(f"latency ban on A -> element in B's kernel set, {len(lat)} bans: "
-                  f"p50 {statistics.median(lat) * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")
-        if args.publishers:
-            r = fleet_load(lab, args.publishers, args.per, args.kill)
-            print(f"{args.publishers} publishers x {args.per} bans: " + json.dumps(r))
+    for path in args.paths.split(","):
+        jail = {"kernel": REMOTE_SETS, "fail2ban": FLEET_JAIL}[path]
+        settings = dict(SETTINGS, remote=path, **({"batch": args.batch} if args.batch else {}))
+        with FleetLab(agent_settings=settings) as lab:
+            time.sleep(3)
+            if args.bans:
+                lat = sorted(latency(lab, args.bans, jail))
+                q = statistics.quantiles(lat, n=100)
+                print(f"[{path}] latency ban on A -> element in B's kernel set, {len(lat)} bans: "
+                      f"p50 {statistics.median(lat) * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms, "
+                      f"max {lat[-1] * 1000:.0f} ms", flush=True)
+            if args.publishers:
+                r = fleet_load(lab, args.publishers, args.per, args.kill, jail)
+                print(f"[{path}] {args.publishers} publishers x {args.per} bans: " + json.dumps(r), flush=True)
+            if args.drain:
+                r = drain(lab, args.publishers or 100, args.drain, jail)
+                print(f"[{path}] drain {args.publishers or 100} x {args.drain} bans: " + json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,8 @@ def jail_findings(j: JailView, m: Machine) -> list[Finding]:
                                    "there (`logger -p kern.warn -t kernel ...`) and get any address banned",
                                    "read /var/log/netfilter.log (`f2b-ext install` adds its rsyslog rule) "
                                    "or set backend = systemd"))
-    if not j.ignoreself:
+    # subnet-escalate puts this machine's addresses into the jail's ignoreip itself (no DNS)
+    if not j.ignoreself and ESCALATING_ACTION not in j.actions:
         missing = [str(a) for a in m.own_addresses if not _covered(a, j.ignoreip)]
         if missing:
             out.append(Finding(PROBLEM, j.name, f"ignoreself = false and ignoreip lacks this machine's "

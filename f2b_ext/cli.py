@@ -471,8 +471,8 @@ def cmd_schedule(args) -> int:
     try:
         jails = [j for j in f2b.jails() if not args.jail or j in args.jail]
         missing = set(args.jail or ()) - set(jails)
-        if missing:
-            raise CliError(f"no such jail: {', '.join(sorted(missing))}")
+        if missing - {schedule.REMOTE_JAIL}:
+            raise CliError(f"no such jail: {', '.join(sorted(missing - {schedule.REMOTE_JAIL}))}")
         bans = []
         for jail in jails:
             escalating = schedule.ESCALATING_ACTION in f2b.ask("get", jail, "actions")
@@ -483,6 +483,10 @@ def cmd_schedule(args) -> int:
     finally:
         f2b.close()
     now = time.time()
+    remote = _fleet_ledger_rows(args.fleet_status, now) if not args.jail or schedule.REMOTE_JAIL in args.jail else []
+    if remote:
+        bans += schedule.remote_bans(remote)
+        jails.append(schedule.REMOTE_JAIL)
     if args.json:
         import json
         json.dump(schedule.as_json(bans, now), sys.stdout, indent=1)
@@ -492,6 +496,22 @@ def cmd_schedule(args) -> int:
     for line in schedule.render(bans, now, jails, width=width, style=Style(sys.stdout, args.color)):
         print(line)
     return 0
+
+
+def _fleet_ledger_rows(status_path: str | None, now: float) -> list:
+    """The fleet agent's remote bans from its ledger (named in its status file); none
+    when no agent runs here."""
+    import json as _json
+    import sqlite3
+    from .fleetagent import DEFAULT_STATUS
+    from .fleetledger import LedgerStore
+    try:
+        ledger = _json.loads(Path(status_path or DEFAULT_STATUS).read_text()).get("ledger")
+        return LedgerStore(ledger, readonly=True).bans(now) if ledger else []
+    except (OSError, ValueError, sqlite3.Error):
+        if status_path:
+            raise CliError(f"{status_path}: no fleet agent status or ledger to read") from None
+        return []
 
 
 # --- check ------------------------------------------------------------------------------
@@ -741,6 +761,8 @@ def cmd_fleet(args) -> int:
             raise CliError(f"no status at {path}: is the agent running? (systemctl status f2b-ext-fleet)") from None
         except ValueError:
             raise CliError(f"{path}: unreadable status") from None
+        if args.bans:
+            return _fleet_bans(st.get("ledger"), args.json)
         if args.json:
             print(_json.dumps(st, indent=1))
             return 0
@@ -752,6 +774,12 @@ def cmd_fleet(args) -> int:
             print(f"  {name:20} last event {time.strftime('%H:%M:%S', time.localtime(s['last_event']))}, lag {s['lag']:.3f}s")
         for name, until in st["quarantined"].items():
             print(f"  quarantined {name} until {time.strftime('%H:%M:%S', time.localtime(until))}")
+        if "remote_bans" in st:
+            kernel = st.get("kernel_bans")
+            checked = (f", {kernel} in the kernel at {time.strftime('%H:%M:%S', time.localtime(st['kernel_checked']))}"
+                       if kernel is not None else "")
+            print(f"  remote bans {st['remote_bans']} listed ({st['remote']}){checked}, "
+                  f"{st.get('repairs', 0)} repaired")
         print("  verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(st["verdicts"].items())) or "none"))
         for net, until in st["fleet_decisions"].items():
             print(f"  fleet ban {net} until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until))}")
@@ -768,6 +796,29 @@ def cmd_fleet(args) -> int:
               f"ready ({cfg.replicas} replica(s))")
         return 0
     run(cfg)
+    return 0
+
+
+def _fleet_bans(path, as_json: bool) -> int:
+    """`fleet status --bans`: every remote ban the agent lists, from its ledger: where it
+    came from (origin servers, their jail and evidence kind) and when it ends."""
+    import json as _json
+    import sqlite3
+    from .fleetledger import LedgerStore
+    if not path:
+        raise CliError("the agent's status names no ledger (an agent older than the ledger?)")
+    try:
+        bans = LedgerStore(path, readonly=True).bans(time.time())
+    except sqlite3.Error as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if as_json:
+        print(_json.dumps([{"target": t, "until": u, "reports": [dict(zip(("origin", "until", "jail", "evidence", "at"), r))
+                                                                 for r in reports]} for t, u, reports in bans], indent=1))
+        return 0
+    print(f"{len(bans)} remote bans")
+    for target, until, reports in bans:
+        origins = "; ".join(f"{o} ({jail}, {evidence})" for o, _, jail, evidence, _ in reports) or "?"
+        print(f"  {target:40} until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))} from {origins}")
     return 0
 
 
@@ -860,6 +911,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--socket", metavar="PATH", help="fail2ban's socket (default: from CONFDIR/fail2ban.conf)")
     sc.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
     sc.add_argument("--json", action="store_true", help="machine-readable output")
+    sc.add_argument("--fleet-status", metavar="FILE",
+                    help="the fleet agent's status file, whose ledger lists its remote bans (default: "
+                         "/run/f2b-ext/fleet-status.json when an agent runs here)")
     sc.set_defaults(func=cmd_schedule)
 
     c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",
@@ -941,11 +995,20 @@ def build_parser() -> argparse.ArgumentParser:
     fc = fsub.add_parser("create", help="create the stream and buckets once (with admin/fleet.conf from init)")
     fc.add_argument("--config", metavar="FILE", required=True, help="the administrator's fleet.conf")
     fc.set_defaults(status=None)
-    fs = fsub.add_parser("status", help="servers seen, lag, spool depth, quarantined servers, verdicts")
+    fs = fsub.add_parser("status", help="servers seen, lag, spool depth, quarantined servers, remote bans")
     fs.add_argument("--status", metavar="FILE", help="status file (default /run/f2b-ext/fleet-status.json)")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
+    fs.add_argument("--bans", action="store_true",
+                    help="every remote ban the agent lists: origin servers, jail, evidence kind, end")
     fl.set_defaults(func=cmd_fleet)
 
+    lr = sub.add_parser("logrotate", help="logrotate's prerotate/postrotate for a log fail2ban reads: loses no line",
+                        description="Run by logrotate (logrotate.d/f2b-ext-netfilter): prerotate sets the jails "
+                                    "reading LOG idle, postrotate hands the old file's unread lines to them before "
+                                    "they read the new one (see f2b_ext/rotation.py).")
+    from . import rotation
+    rotation.add_arguments(lr)
+    lr.set_defaults(func=rotation.run)
     d = sub.add_parser("demo", help="the live demonstration on this kernel (root): attacks, bans, escalation",
                        description="Builds two network namespaces on this kernel with the seeds' firewall, "
                                    "rsyslog and a private fail2ban-server, plays the seeds' attacks and shows "

@@ -199,11 +199,29 @@ class SubnetEscalateAction(ActionBase):
     def _refresh(self, resolve_names: bool):
         """Gather dependencies, remember peers, update the ignore list and the
         escalator's protected networks; hold escalation while anything is unknown.
-        One refresh at a time (the guard thread, start and reload all call it)."""
+        One refresh at a time (the guard thread, start and reload all call it). Names
+        are resolved before the lock is taken: a resolver that does not answer delays
+        the guard thread alone, never a reload that refreshes meanwhile."""
+        if resolve_names:
+            self._resolve_names()
         with self._refresh_lock:
-            self._refresh_locked(resolve_names)
+            self._refresh_locked()
 
-    def _refresh_locked(self, resolve_names: bool):
+    def _resolve_names(self):
+        names = set(host.gather().names) | set(_ignoreip(self._jail)[1])
+        resolved, unresolved = {}, {}
+        for name in sorted(names):
+            try:
+                resolved[name] = host.resolve(name)
+            except OSError as exc:
+                unresolved[name] = exc.strerror or str(exc)
+        with self._refresh_lock:
+            for name, addresses in resolved.items():
+                self._resolved[name] = addresses
+                self._unresolved.pop(name, None)
+            self._unresolved.update(unresolved)
+
+    def _refresh_locked(self):
         gathered = host.gather()
         now = time.time()
         if self._guard["peers"]:
@@ -213,13 +231,6 @@ class SubnetEscalateAction(ActionBase):
                 self._saved_at = now
         ign_nets, ign_names = _ignoreip(self._jail)
         names = dict(gathered.names, **{n: "ignoreip" for n in ign_names})
-        if resolve_names:
-            for name in names:
-                try:
-                    self._resolved[name] = host.resolve(name)
-                    self._unresolved.pop(name, None)
-                except OSError as exc:
-                    self._unresolved[name] = exc.strerror or str(exc)
         found = list(gathered.found)
         for name, source in names.items():
             found += deps.dependencies(source, self._resolved.get(name, ()), name)

@@ -35,9 +35,12 @@ class ServerError(F2bExtError, RuntimeError):
 
 class Fail2banServer:
     def __init__(self, jail_conf: str, as_nobody: bool = True, netns: str | None = None,
-                 workdir: Path | None = None, loglevel: str = "INFO", installed: tuple[Path, Path] | None = None):
+                 workdir: Path | None = None, loglevel: str = "INFO", installed: tuple[Path, Path] | None = None,
+                 prefix: tuple[str, ...] = ()):
         """`installed`: (etc/fail2ban, site-packages) of an `f2b-ext install --root`, used
-        as they are instead of the stock config plus this project."""
+        as they are instead of the stock config plus this project. `prefix`: a command
+        the server runs under inside `netns` (say, `unshare --mount` with another
+        resolv.conf)."""
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="f2bx-server-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "conf"
@@ -47,7 +50,7 @@ class Fail2banServer:
             for stock in (self.conf / "jail.d").glob("*"):
                 stock.unlink()
             config_dir(self.conf)
-        self.as_nobody, self.netns = as_nobody and netns is None, netns
+        self.as_nobody, self.netns, self.prefix = as_nobody and netns is None, netns, tuple(prefix)
         if self.as_nobody and not installed:
             # `nobody` may not read the clone (say, under /root): it imports a copy of the
             # package from the server's own dir instead
@@ -80,6 +83,7 @@ class Fail2banServer:
         if self.as_nobody:
             nobody = pwd.getpwnam("nobody")
             cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *cmd]
+        cmd = [*self.prefix, *cmd]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -21,7 +21,9 @@ local one included) into escalation.Escalator, which counts *distinct hosts* per
 wherever they were seen, and keeps, per prefix, which servers reported them. A candidate
 prefix is a fleet candidate only once `min_servers` distinct servers reported hosts
 inside it. The decision itself is written once to a key-value bucket with
-compare-and-set by the adapter; every receiver checks a decision against its own view
+compare-and-set by the adapter (`next_decision()`: a prefix escalated again after its
+previous fleet ban ended gets the next step of an escalation.Schedule, within its
+`forget`); every receiver checks a decision against its own view
 (`FleetEscalator.supports()`) before applying it, so a server that writes a decision
 alone cannot make the fleet ban a prefix.
 
@@ -38,8 +40,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .escalation import (DEFAULT_BOGON_NETWORKS, HOST_PREFIX, Candidate, Escalator, HostBan, Ladder,
-                         Network, Safety, first_overlap, parse_bogons, parse_networks)
+                         Network, NetworkIndex, Safety, Schedule, first_overlap, parse_bogons,
+                         parse_networks)
 from .errors import F2bExtError
+from .evidence import parse as parse_evidence
 
 SCHEMA = 1
 SUBJECT_PREFIX = "f2bx.bans."
@@ -220,29 +224,65 @@ class Policy:
 
 class Ledger:
     """What this receiver holds because of whom: target -> {origin: end}. The local ban
-    lasts as long as the longest standing report (after caps)."""
+    lasts as long as the longest standing report (after caps). `about` keeps where each
+    report came from (jail, evidence kind, when), for `fleet status --bans`. At most
+    `limit` targets are held: past it, new targets are refused (a full ledger never
+    lists a ban it does not hold). `touched` collects the targets changed since the
+    adapter last saved them (f2b_ext/fleetledger.py)."""
 
-    def __init__(self):
+    def __init__(self, limit: int = 1_000_000):
         self.reports: dict = {}                  # target -> {origin: capped end}
-        self.applied: dict = {}                  # target -> until (what we gave fail2ban)
+        self.applied: dict = {}                  # target -> until (what we gave fail2ban or the kernel)
+        self.about: dict = {}                    # target -> {origin: (jail, evidence, at)}
+        self.limit = limit
+        self.touched: set = set()
+        self._expired_at = float("-inf")
 
     def standing(self, target: Network, now: float) -> dict:
         return {o: e for o, e in self.reports.get(target, {}).items() if e > now}
 
+    def listed(self, now: float) -> dict:
+        """{target: seconds left} of every ban held now (setsync's map)."""
+        return {t: u - now for t, u in self.applied.items() if u > now}
+
     def expire(self, now: float):
+        self._expired_at = now
         for target in [t for t, u in self.applied.items() if u <= now]:
-            self.applied.pop(target)
-            self.reports.pop(target, None)
+            self.forget(target)
+
+    def forget(self, target: Network):
+        self.applied.pop(target, None)
+        self.reports.pop(target, None)
+        self.about.pop(target, None)
+        self.touched.add(target)
+
+    def full(self, target: Network, now: float) -> bool:
+        """No room for a new `target` (expired entries are dropped first, at most once a second)."""
+        if target in self.applied or len(self.applied) < self.limit:
+            return False
+        if now - self._expired_at >= 1:
+            self.expire(now)
+        return len(self.applied) >= self.limit
 
 
 class Receiver:
     """Decides about events from the bus (see the module's docstring)."""
 
-    def __init__(self, policy: Policy, ratelimit: Optional["RateLimit"] = None):
+    def __init__(self, policy: Policy, ratelimit: Optional["RateLimit"] = None, limit: int = 1_000_000):
         self.policy = policy
         self.fleet_protected: dict = {}          # server -> tuple of networks it published
-        self.ledger = Ledger()
+        self.ledger = Ledger(limit)
         self.ratelimit = ratelimit or RateLimit()
+        self.local: tuple = ()                   # this server's dependencies now (set_local)
+        self._local_index = NetworkIndex(policy.protected)
+        self._fleet_index = NetworkIndex()       # every server's published networks ...
+        self._owners: dict = {}                  # ... and who published each
+
+    def set_local(self, networks: Iterable[str]):
+        """This server's own dependencies as gathered now (they change: peers come and
+        go); protected here like `policy.protected`."""
+        self.local = parse_networks(list(networks), "dependencies")
+        self._local_index = NetworkIndex(tuple(self.policy.protected) + self.local)
 
     def set_protected(self, server: str, networks: Iterable[str]) -> list[str]:
         """A server's published own addresses and dependencies. Entries wider than
@@ -260,10 +300,16 @@ class Receiver:
                 continue
             kept.append(net)
         self.fleet_protected[server] = tuple(kept)
+        self._owners = {}
+        for name, nets in sorted(self.fleet_protected.items()):
+            for net in nets:
+                self._owners.setdefault(net, name)
+        self._fleet_index = NetworkIndex(self._owners)
         return dropped
 
     def protected(self) -> tuple:
-        return tuple(self.policy.protected) + tuple(n for nets in self.fleet_protected.values() for n in nets)
+        return tuple(self.policy.protected) + self.local + tuple(n for nets in self.fleet_protected.values()
+                                                                 for n in nets)
 
     def decide(self, ev: Event, now: float) -> Decision:
         for name, rule in RULES:
@@ -283,11 +329,17 @@ class Receiver:
             cap, why = p.forged_cap, "forgeable evidence"
         elif len(reporters) < p.min_servers and p.single_cap < cap:
             cap, why = p.single_cap, f"reported by {len(reporters)} server(s) only"
-        end = min(ev.end, now + cap)
+        # the cap runs from when the origin banned (not from when the event arrived): a
+        # redelivery or a replay after an outage ends at the same time, so it is a duplicate
+        end = min(ev.end, min(ev.at, now) + cap)
         if end - now < p.min_remaining:
             return Decision("expired", f"less than {p.min_remaining:.0f}s left after the cap ({why})")
+        if self.ledger.full(ev.target, now):
+            return Decision("refuse", f"the ledger holds {self.ledger.limit} bans, its limit")
         old = standing.get(ev.origin, 0.0)
         self.ledger.reports.setdefault(ev.target, {})[ev.origin] = max(old, end)
+        self.ledger.about.setdefault(ev.target, {})[ev.origin] = (ev.jail, ev.evidence, ev.at)
+        self.ledger.touched.add(ev.target)
         until = max(self.ledger.reports[ev.target].values())
         if until <= self.ledger.applied.get(ev.target, 0.0) + 1:
             return Decision("duplicate", f"already held until {self.ledger.applied[ev.target]:.0f}")
@@ -300,13 +352,14 @@ class Receiver:
         if ev.origin not in reports:
             return Decision("duplicate", f"nothing held from {ev.origin}")
         del reports[ev.origin]
+        self.ledger.about.get(ev.target, {}).pop(ev.origin, None)
+        self.ledger.touched.add(ev.target)
         rest = {o: e for o, e in reports.items() if e > now}
         if rest:
             until = max(rest.values())
             self.ledger.applied[ev.target] = until
             return Decision("duplicate", f"still reported by {', '.join(sorted(rest))}", until)
-        self.ledger.reports.pop(ev.target, None)
-        self.ledger.applied.pop(ev.target, None)
+        self.ledger.forget(ev.target)
         return Decision("unban", f"{ev.origin} lifted its ban")
 
 
@@ -340,11 +393,10 @@ def _r_wide(r: Receiver, ev: Event, now: float):
 def _r_protected(r: Receiver, ev: Event, now: float):
     if ev.kind != "ban":
         return None
-    if (p := first_overlap(ev.target, r.policy.protected)) is not None:
+    if (p := r._local_index.overlap(ev.target)) is not None:
         return f"covers {p}, protected here"
-    for server, nets in r.fleet_protected.items():
-        if (p := first_overlap(ev.target, nets)) is not None:
-            return f"covers {p}, protected by fleet server {server}"
+    if (p := r._fleet_index.overlap(ev.target)) is not None:            # binary search: peers are many
+        return f"covers {p}, protected by fleet server {r._owners[p]}"
     if (b := first_overlap(ev.target, r.policy.bogons)) is not None:
         return f"overlaps bogon {b}"
     return None
@@ -474,24 +526,35 @@ class FleetEscalator:
 
 @dataclass(frozen=True)
 class FleetDecision:
-    """What the key-value bucket holds for a prefix: decided once, by `decided_by`."""
+    """What the key-value bucket holds for a prefix: decided once, by `decided_by`;
+    `count` is the prefix's fleet escalation number (1 the first time, growing while
+    the previous one is within the schedule's `forget`), `evidence` the weakest kind
+    its threshold needed (it picks the schedule's steps)."""
     net: Network
     until: float
     decided_by: str
     reporters: tuple
     at: float
+    count: int = 1
+    evidence: str = "proven"
 
     def to_json(self) -> bytes:
         return json.dumps({"v": SCHEMA, "net": str(self.net), "until": self.until, "by": self.decided_by,
-                           "reporters": list(self.reporters), "at": self.at},
-                          sort_keys=True, separators=(",", ":")).encode()
+                           "reporters": list(self.reporters), "at": self.at, "count": self.count,
+                           "evidence": self.evidence}, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def parse(cls, data: bytes) -> "FleetDecision":
         try:
             obj = json.loads(data.decode())
-            if not isinstance(obj, dict) or obj.get("v") != SCHEMA or set(obj) != {"v", "net", "until", "by", "reporters", "at"}:
+            # count and evidence came with growing schedules; a decision without them is a first, proven one
+            if not isinstance(obj, dict) or obj.get("v") != SCHEMA or \
+                    not {"v", "net", "until", "by", "reporters", "at"} <= set(obj) <= {
+                        "v", "net", "until", "by", "reporters", "at", "count", "evidence"}:
                 raise ValueError("fields")
+            count, evidence = obj.get("count", 1), obj.get("evidence", "proven")
+            if type(count) is not int or not 1 <= count <= 1000 or evidence not in EVIDENCE:
+                raise ValueError("count or evidence")
             net = ipaddress.ip_network(obj["net"], strict=True)
             if not SERVER_RE.fullmatch(obj["by"]) or not all(isinstance(r, str) and SERVER_RE.fullmatch(r) for r in obj["reporters"]):
                 raise ValueError("names")
@@ -500,7 +563,27 @@ class FleetDecision:
                 raise ValueError("times")
         except (ValueError, TypeError, KeyError, UnicodeDecodeError, AttributeError) as exc:
             raise EventError(f"decision: {exc}") from None
-        return cls(net, until, obj["by"], tuple(obj["reporters"]), at)
+        return cls(net, until, obj["by"], tuple(obj["reporters"]), at, count, evidence)
+
+
+def next_decision(previous: Optional[FleetDecision], cand: FleetCandidate, server: str, now: float,
+                  schedule: Schedule, rnd: float = 0.0) -> Optional[FleetDecision]:
+    """The decision to write for a fleet candidate, given what the bucket holds for its
+    prefix: None while `previous` still holds (the fleet decided already). Otherwise
+    the next escalation number if `previous` is within the schedule's `forget`, else
+    the first; its length from escalation.Schedule, as subnet-escalate's are."""
+    if previous is not None and previous.until > now:
+        return None
+    prior = previous.count if previous is not None and now - previous.at <= schedule.forget else 0
+    seconds = schedule.ban_time(prior, cand.candidate.evidence, rnd)
+    return FleetDecision(cand.net, now + seconds, server, cand.reporters, now, prior + 1,
+                         cand.candidate.evidence.label)
+
+
+def decision_until(d: FleetDecision, schedule: Schedule) -> float:
+    """Until when this receiver bans a decision: never longer than its own schedule
+    gives the decision's escalation number and evidence (a decider cannot stretch it)."""
+    return min(d.until, d.at + schedule.ban_time(d.count - 1, parse_evidence(d.evidence)))
 
 
 def decision_key(net: Network) -> str:

@@ -10,10 +10,19 @@ Asyncio tasks around the pure core (f2b_ext.fleet), over one NATS connection:
   bus is down rows wait in the spool; nothing is lost.
 - consume: a durable pull consumer named after this server reads every server's subject
   from where it left off. Each event is parsed strictly and decided by the Receiver
-  (refusal table, caps, ledger); accepted bans go to fail2ban in one socket call per
-  batch (`set <fleet jail> action fleet remotebans`), unbans as `unbanip`; the batch is
-  acknowledged only after fail2ban took it (at least once; the ledger makes repeats
-  no-ops). Every accepted host ban, and this server's own, feed the FleetEscalator.
+  (refusal table, caps, ledger) before anything is written. With `remote = kernel`
+  (the default) accepted host bans and unbans go into the agent's own nftables sets
+  (f2b_ext.fleetsets), one transaction per batch, each element timing out when the
+  ban ends; fail2ban's own ban path (about 3,700 bans/s) is left to local bans and
+  escalations. With `remote = fail2ban` they go to the fleet jail in one socket call
+  per batch (`set <fleet jail> action fleet remotebans`), unbans as `unbanip`. The
+  touched ledger entries are saved (f2b_ext.fleetledger, SQLite beside the spool), and
+  only then is the batch acknowledged (at least once; the ledger makes repeats no-ops,
+  also after a restart). Every accepted host ban, and this server's own, feed the
+  FleetEscalator.
+- watch (remote = kernel): every `checkinterval` seconds the agent's sets are compared
+  with its ledger and repaired (rules rebuilt, elements added, retimed or removed);
+  at start the same comparison takes over what a killed agent left in the kernel.
 - escalate (inside consume): every agent sees the same events, so each proposes the
   same fleet candidate; it is written to the decisions bucket with create (a
   compare-and-set on revision 0): one server wins, the others read its decision by key.
@@ -33,16 +42,18 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fleet
-from .escalation import Escalator, Ladder, Safety, parse_duration
+from . import fleet, setsync
+from .escalation import Escalator, Ladder, Safety, Schedule, parse_duration
 from .fleet import (DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision,
                     FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for)
+from .fleetledger import LedgerStore, default_path as default_ledger
 from .fleetspool import DEFAULT_SPOOL, Spool
 
 log = logging.getLogger("f2b-ext-fleet")
@@ -50,13 +61,60 @@ DEFAULT_CONFIG = "/etc/f2b-ext/fleet.conf"
 DEFAULT_STATUS = "/run/f2b-ext/fleet-status.json"
 
 
-def local_protected() -> list[str]:
-    """What no fleet server may ever ban because this server depends on it: its own
-    addresses, gateways, IPv6 routers, resolvers and NTP servers given as addresses
-    (f2b_ext.host.gather(), issue 12's gatherer). Peers (remotes of open connections)
-    are not published: they change by the second and include whoever connected."""
-    from .host import gather
-    return sorted({str(d.net) for d in gather().found})
+PUBLISHED_MAX = 16384                    # networks one server may publish (peers included)
+
+
+class LocalDependencies:
+    """What no fleet server may ever ban because this server depends on it, gathered the
+    way subnet-escalate gathers it (f2b_ext.host.gather(), f2b_ext.dependencies): its
+    own addresses, gateways, IPv6 routers, resolvers, NTP servers (names resolved),
+    every jail's ignoreip (asked from fail2ban; names resolved) and the peers it talked
+    to (answered connections it opened), remembered for `retention` in a file beside
+    the spool (dependencies.PeerMemory), so a peer seen once stays protected across
+    restarts. Published under this server's key of the protected bucket and protected
+    here; peers last, newest first, if there are more than PUBLISHED_MAX."""
+
+    def __init__(self, statefile: str, protect=(), ignoreip=None, retention: float | None = None):
+        from . import dependencies as deps
+        self.path, self.protect, self.ignoreip = Path(statefile), list(protect), ignoreip
+        try:
+            text = self.path.read_text()
+        except OSError:
+            text = ""
+        self.memory = deps.PeerMemory.loads(text, retention or deps.RETENTION)
+        self.problems: list[str] = []
+
+    def gather(self, now: float) -> list[str]:
+        from . import dependencies as deps
+        from . import host
+        g = host.gather()
+        problems = list(g.problems)
+        if self.memory.observe(g.peers, now) + len(self.memory.expire(now)):
+            try:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(self.memory.dumps())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                problems.append(f"peers file {self.path}: {exc.strerror}")
+        names = dict(g.names)
+        found = list(g.found) + deps.dependencies("protect", self.protect)
+        if self.ignoreip is not None:
+            try:
+                addrs, more = deps.split_names(self.ignoreip())
+                found += deps.dependencies("ignoreip", addrs)
+                names.update({n: "ignoreip" for n in more})
+            except Exception as exc:             # fail2ban restarting: its lists come next round
+                problems.append(f"fail2ban's ignoreip: {exc}")
+        for name, source in names.items():
+            try:
+                found += deps.dependencies(source, host.resolve(name), name)
+            except OSError as exc:
+                problems.append(f"{name} does not resolve ({exc.strerror or exc})")
+        self.problems = problems
+        always = sorted({str(d.net) for d in found if d.always})
+        peers = [a for a, _ in sorted(self.memory.seen.items(), key=lambda kv: -kv[1])]
+        peers = [str(ipaddress.ip_network(p)) for p in peers if str(ipaddress.ip_network(p)) not in always]
+        return always + peers[:max(0, PUBLISHED_MAX - len(always))]
 
 
 @dataclass
@@ -84,8 +142,17 @@ class AgentConfig:
     quarantine: float = 600
     hosts: int = 6
     window: float = 3600
-    fleet_bantime: float = 3600
+    schedule: str = "1h 6h 1d 1w"        # fleet escalations: escalation.Schedule's steps
+    forgedschedule: str = "30m"          # ... on evidence whose rule says "forged" (subnet-escalate's)
+    forget: float = 30 * 86400           # an escalation older than this starts the schedule anew
     batch: int = 256
+    remote: str = "kernel"               # kernel: the agent's own sets; fail2ban: the fleet jail
+    ledger: str = ""                     # default: fleet-ledger.sqlite3 beside the spool
+    max_bans: int = 100_000              # remote bans the ledger (and the kernel set) may hold;
+                                         # about 2.5 KB of agent memory each (the unit's MemoryMax)
+    checkinterval: float = 10
+    peersfile: str = ""                  # default: fleet-peers.json beside the spool
+    refresh: float = 30                  # seconds between gathering this server's dependencies
 
     @classmethod
     def read(cls, path: str, **override) -> "AgentConfig":
@@ -101,7 +168,7 @@ class AgentConfig:
             value = s[name]
             if name in ("nats", "protect", "peers"):
                 kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "fleet_bantime"):
+            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
                 kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
             elif typ in ("int", int):
                 kw[name] = int(value)
@@ -111,6 +178,12 @@ class AgentConfig:
                 kw[name] = value
         if "server" not in kw or "nats" not in kw:
             raise fleet.EventError(f"{path}: [fleet] needs server and nats")
+        if kw.get("remote", "kernel") not in ("kernel", "fail2ban"):
+            raise fleet.EventError(f"{path}: remote: {kw['remote']!r} must be kernel or fail2ban")
+        try:
+            Schedule.parse(kw.get("schedule", cls.schedule), forged=kw.get("forgedschedule", cls.forgedschedule))
+        except ValueError as exc:
+            raise fleet.EventError(f"{path}: {exc}") from None
         fleet.subject_for(kw["server"])
         return cls(**kw)
 
@@ -135,6 +208,12 @@ class Fail2banInbox:
     def ban(self, items: list):
         return self._ask("set", self.jail, "action", self.action, "remotebans", json.dumps({"bans": items}))
 
+    def ignoreip(self) -> list[str]:
+        """Every jail's ignoreip (addresses, networks and names)."""
+        status = dict(self._ask("status"))
+        jails = [j.strip() for j in str(status.get("Jail list", "")).split(",") if j.strip()]
+        return [str(entry) for jail in jails for entry in self._ask("get", jail, "ignoreip")]
+
     def unban(self, target: str):
         try:
             self._ask("set", self.jail, "unbanip", target)
@@ -144,22 +223,41 @@ class Fail2banInbox:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, inbox=None):
+    def __init__(self, cfg: AgentConfig, inbox=None, sets=None):
         self.cfg = cfg
         self.subject = subject_for(cfg.server)
         self.spool = Spool(cfg.spool) if inbox is not False else None
-        policy = Policy.parse(cfg.server, local_protected() + list(cfg.protect), cfg.bogons,
+        self.inbox = inbox or Fail2banInbox(cfg.socket, cfg.jail, cfg.action)
+        self.dependencies = LocalDependencies(cfg.peersfile or str(Path(cfg.spool).with_name("fleet-peers.json")),
+                                              cfg.protect, getattr(self.inbox, "ignoreip", None))
+        policy = Policy.parse(cfg.server, list(cfg.protect), cfg.bogons,
                               single_cap=cfg.single_cap, forged_cap=cfg.forged_cap, max_ban=cfg.max_ban,
                               min_servers=cfg.min_servers)
-        self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine))
-        safety = Safety(protected=policy.protected, bogons=policy.bogons, maxprefix={4: 16, 6: 32})
+        self.receiver = Receiver(policy, RateLimit(cfg.rate, cfg.burst, cfg.quarantine), cfg.max_bans)
+        # before any event is decided: what this server depends on is protected here
+        self.mine = self.dependencies.gather(time.time()) if inbox is not False else []
+        self.receiver.set_local(self.mine)
+        self.store = LedgerStore(cfg.ledger or default_ledger(cfg.spool)) if inbox is not False else None
+        if self.store:
+            self.store.load(self.receiver.ledger, time.time())
+        self.sets = None
+        if cfg.remote == "kernel" and inbox is not False:
+            from .fleetsets import AgentSets
+            self.sets = sets or AgentSets()
+        self._kernel_lock = asyncio.Lock()
+        self._save_lock = asyncio.Lock()
+        self.kernel_count = None                 # elements in the agent's sets at the last check
+        self.kernel_checked = 0.0
+        self.repairs = 0
+        safety = Safety(protected=self.receiver.protected(), bogons=policy.bogons, maxprefix={4: 16, 6: 32})
         self.escalator = FleetEscalator(
             Escalator(Ladder.parse(f"24:{cfg.hosts} 16:3", f"64:{cfg.hosts} 48:3"), cfg.window, safety),
             cfg.min_servers)
-        self.inbox = inbox or Fail2banInbox(cfg.socket, cfg.jail, cfg.action)
         self.verdicts: Counter = Counter()
         self.seen: dict = {}                     # server -> (last event time, last lag)
         self.decisions: dict = {}                # prefix -> FleetDecision applied here
+        self.schedule = Schedule.parse(cfg.schedule, forget=f"{int(cfg.forget)}s", forged=cfg.forgedschedule)
+        self._rng = random.Random()
         self.decided_here = 0
         self.published = 0
         self.nc = self.js = None
@@ -196,12 +294,17 @@ class Agent:
                                               duplicate_window=120))
         for bucket in (PROTECTED_BUCKET, DECISIONS_BUCKET):
             await self.js.create_key_value(bucket=bucket, history=1, replicas=self.cfg.replicas,
-                                           ttl=None if bucket == PROTECTED_BUCKET else self.cfg.max_ban)
+                                           ttl=None if bucket == PROTECTED_BUCKET else
+                                           max(self.cfg.max_ban, self.cfg.forget))   # history for the schedule
 
     async def run(self):
+        if self.sets:
+            await self.check("takeover")             # before the bus: what a killed agent left
         await self.connect()
         tasks = [asyncio.create_task(t) for t in (self._publish(), self._consume(), self._protected(),
                                                    self._status())]
+        if self.sets and self.cfg.checkinterval > 0:
+            tasks.append(asyncio.create_task(self._watch()))
         await self._stop.wait()
         for t in tasks:
             t.cancel()
@@ -279,8 +382,8 @@ class Agent:
         """Put the ledger back as it was before a batch fail2ban did not take, so its
         redelivery is applied, not taken for a duplicate."""
         ledger = self.receiver.ledger
-        for target, reports, applied in reversed(undo):
-            for table, old in ((ledger.reports, reports), (ledger.applied, applied)):
+        for target, reports, applied, about in reversed(undo):
+            for table, old in ((ledger.reports, reports), (ledger.applied, applied), (ledger.about, about)):
                 if old is None:
                     table.pop(target, None)
                 else:
@@ -290,6 +393,7 @@ class Agent:
         now = time.time()
         ledger = self.receiver.ledger
         bans, unbans, candidates = [], [], []
+        adds, retimes, removes = {}, {}, set()
         for m in msgs:
             try:
                 ev = parse_event(m.data, m.subject, now)
@@ -298,8 +402,10 @@ class Agent:
                 log.warning("fleet: refused an event on %s: %s", m.subject[:80], exc)
                 continue
             self.seen[ev.origin] = (ev.at, now - ev.at)
-            old = ledger.reports.get(ev.target)
-            undo.append((ev.target, dict(old) if old is not None else None, ledger.applied.get(ev.target)))
+            old, about = ledger.reports.get(ev.target), ledger.about.get(ev.target)
+            was = ledger.applied.get(ev.target)
+            undo.append((ev.target, dict(old) if old is not None else None, was,
+                         dict(about) if about is not None else None))
             d = self.receiver.decide(ev, now)
             self.verdicts[d.verdict] += 1
             for q in self.receiver.ratelimit.newly_quarantined:
@@ -307,58 +413,154 @@ class Agent:
                             q, self.cfg.quarantine, self.cfg.rate)
             self.receiver.ratelimit.newly_quarantined.clear()
             if d.verdict == "apply":
-                bans.append([ev.address, d.until, ev.origin])
+                if self.sets:
+                    (retimes if was is not None and was > now else adds)[ev.target] = d.until
+                else:
+                    bans.append([ev.address, d.until, ev.origin])
             elif d.verdict == "unban":
-                unbans.append(ev.address)
+                if self.sets:
+                    removes.add(ev.target)
+                    adds.pop(ev.target, None)
+                    retimes.pop(ev.target, None)
+                else:
+                    unbans.append(ev.address)
             elif d.verdict == "refuse" and d.reason != "our own event":
                 log.warning("fleet: refused %s %s from %s: %s", ev.kind, ev.address, ev.origin, d.reason)
             if d.verdict in ("apply", "duplicate") or (d.reason == "our own event" and ev.kind == "ban"):
                 candidates += self.escalator.observe(ev)
+        for net in list(adds) + list(retimes):   # lifted, then banned again in one batch
+            removes.discard(net)
+        if adds or retimes or removes:
+            await self._kernel_write(adds, retimes, removes, now)
         if bans:
             await asyncio.to_thread(self.inbox.ban, bans)
         for target in unbans:
             await asyncio.to_thread(self.inbox.unban, target)
+        await self._save()
         for cand in candidates:
             await self._decide(cand, now)
 
+    # -- the agent's kernel sets --
+    async def _kernel_write(self, adds: dict, retimes: dict, removes: set, now: float):
+        """One transaction for the batch; if it fails, rebuild and resynchronise
+        everything the ledger lists (which includes the batch); if that fails too, the
+        caller undoes the batch and it is redelivered."""
+        from .fleetsets import KernelError
+        add = [(n, u - now) for n, u in adds.items()]
+        retime = [(n, u - now) for n, u in retimes.items()]
+        async with self._kernel_lock:
+            try:
+                await asyncio.to_thread(self.sets.write, add, retime, sorted(removes, key=str))
+                return
+            except KernelError as exc:
+                log.warning("fleet: writing %d remote ban(s) to the kernel failed (%s); rebuilding",
+                            len(add) + len(retime) + len(removes), exc)
+        await self.check("write failed")
+
+    async def check(self, why: str = ""):
+        """The invariant: the agent's sets hold exactly what its ledger lists, with the
+        same end (rules rebuilt first if they are missing)."""
+        async with self._kernel_lock:
+            if not await asyncio.to_thread(self.sets.intact):
+                await asyncio.to_thread(self.sets.setup)
+                if why != "takeover":
+                    log.warning("fleet: the agent's sets or rules were missing; rebuilt")
+            held = await asyncio.to_thread(self.sets.held)
+            now = time.time()
+            self.receiver.ledger.expire(now)
+            listed = self.receiver.ledger.listed(now)       # read after the kernel's listing
+            plan = setsync.plan(listed, held, tolerance=3)
+            if plan:
+                await asyncio.to_thread(self.sets.write, plan.add, plan.retime, plan.remove)
+                self.repairs += len(plan.add) + len(plan.retime) + len(plan.remove)
+                log.warning("fleet: the kernel differed from the agent's list (%s): %s", why or "check",
+                            plan.summary())
+            self.kernel_count = len(held) + len(plan.add) - len(plan.remove)
+            self.kernel_checked = now
+        await self._save()
+
+    async def _save(self):
+        """The touched ledger entries to disk, one save at a time, in the order taken."""
+        if not self.store:
+            return
+        async with self._save_lock:
+            if self.receiver.ledger.touched:
+                await asyncio.to_thread(self.store.save, self.store.snapshot(self.receiver.ledger))
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep(self.cfg.checkinterval)
+            try:
+                await self.check()
+            except Exception as exc:              # keep watching; the next round may succeed
+                log.warning("fleet: kernel check failed: %s", exc)
+
     # -- escalation decided once --
     async def _decide(self, cand, now: float):
+        """Write the candidate's decision once (create, or update on the revision of the
+        ended one: compare-and-set either way), or read the one another agent wrote."""
         import nats.js.errors
-        if cand.net in self.decisions:
+        held = self.decisions.get(cand.net)
+        if held is not None and held.until > now:
             return
         kv = await self.js.key_value(DECISIONS_BUCKET)
-        decision = FleetDecision(cand.net, now + self.cfg.fleet_bantime, self.cfg.server, cand.reporters, now)
+        key = fleet.decision_key(cand.net)
         try:
-            await kv.create(fleet.decision_key(cand.net), decision.to_json())
-            self.decided_here += 1
-            log.warning("fleet: decided fleet ban of %s until %.0f (reporters %s)",
-                        cand.net, decision.until, ", ".join(cand.reporters))
-        except nats.js.errors.KeyWrongLastSequenceError:
-            entry = await kv.get(fleet.decision_key(cand.net))
-            decision = FleetDecision.parse(entry.value)
+            entry = await kv.get(key)
+            previous, revision = FleetDecision.parse(entry.value), entry.revision
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            previous, revision = None, 0
+        decision = fleet.next_decision(previous, cand, self.cfg.server, now, self.schedule, self._rng.random())
+        if decision is None:
+            decision = previous                  # still in force: decided by another agent
+        else:
+            try:
+                if revision:
+                    await kv.update(key, decision.to_json(), last=revision)
+                else:
+                    await kv.create(key, decision.to_json())
+                self.decided_here += 1
+                log.warning("fleet: decided fleet ban #%d of %s until %.0f (reporters %s)", decision.count,
+                            cand.net, decision.until, ", ".join(cand.reporters))
+            except nats.js.errors.KeyWrongLastSequenceError:
+                decision = FleetDecision.parse((await kv.get(key)).value)
         await self._apply_decision(decision, now)
 
     async def _apply_decision(self, d: FleetDecision, now: float):
-        if d.net in self.decisions or d.until <= now:
+        held = self.decisions.get(d.net)
+        until = fleet.decision_until(d, self.schedule)
+        if (held is not None and held.until > now) or until <= now:
             return
         why = self.escalator.supports(d.net, now)
         if why is not None:
             self.verdicts["decision-unsupported"] += 1
             return                               # maybe later, once our view caught up
         self.decisions[d.net] = d
-        self.escalator.mark_banned(d.net, d.until, now)
-        await asyncio.to_thread(self.inbox.ban, [[str(d.net), d.until, d.decided_by]])
+        self.escalator.mark_banned(d.net, until, now)
+        await asyncio.to_thread(self.inbox.ban, [[str(d.net), until, d.decided_by]])
         self.verdicts["fleet-escalation"] += 1
-        log.warning("fleet: banned %s until %.0f (fleet decision by %s)", d.net, d.until, d.decided_by)
+        log.warning("fleet: banned %s until %.0f (fleet decision #%d by %s)", d.net, until, d.count, d.decided_by)
 
     # -- protected addresses --
     async def _protected(self):
+        """Publish this server's dependencies (gathered every `refresh` s) under its own
+        key; read every other server's (up to PUBLISHED_MAX each) into the Receiver; the
+        fleet escalator never proposes a prefix covering any of them."""
         import nats.js.errors
-        mine = [str(ipaddress.ip_network(a, strict=False)) for a in local_protected() + list(self.cfg.protect)]
+        gathered = time.monotonic()
         while True:
+            if time.monotonic() - gathered >= self.cfg.refresh:
+                gathered = time.monotonic()
+                try:
+                    self.mine = await asyncio.to_thread(self.dependencies.gather, time.time())
+                    self.receiver.set_local(self.mine)
+                except Exception as exc:         # keep the last known list
+                    log.warning("fleet: gathering this server's dependencies failed: %s", exc)
+                for problem in self.dependencies.problems:
+                    log.warning("fleet: dependencies: %s", problem)
             try:
                 kv = await self.js.key_value(PROTECTED_BUCKET)
-                await kv.put(self.cfg.server, json.dumps(sorted(set(mine))).encode())
+                await kv.put(self.cfg.server, json.dumps(self.mine).encode())
                 for key in self.cfg.peers or await kv.keys():
                     if key == self.cfg.server or not fleet.SERVER_RE.fullmatch(key):
                         continue
@@ -368,12 +570,18 @@ class Agent:
                         continue              # that server's agent has not started yet
                     try:
                         nets = json.loads(entry.value)
-                        assert isinstance(nets, list) and len(nets) <= 4096
+                        assert isinstance(nets, list)
                     except Exception:
                         log.warning("fleet: protected list of %s unreadable", key)
                         continue
-                    for why in self.receiver.set_protected(key, [str(n) for n in nets]):
+                    if len(nets) > PUBLISHED_MAX:
+                        log.warning("fleet: %s published %d protected networks; the first %d are used",
+                                    key, len(nets), PUBLISHED_MAX)
+                    for why in self.receiver.set_protected(key, [str(n) for n in nets[:PUBLISHED_MAX]]):
                         log.warning("fleet: %s's protected entry ignored: %s", key, why)
+                safety = self.escalator.escalator.safety
+                self.escalator.escalator.set_safety(Safety(protected=self.receiver.protected(),
+                                                           bogons=safety.bogons, maxprefix=safety.maxprefix))
             except Exception as exc:
                 log.warning("fleet: protected bucket: %s", exc)
             await asyncio.sleep(5)
@@ -385,9 +593,14 @@ class Agent:
                 "spool_depth": self.spool.depth(), "published": self.published,
                 "servers": {s: {"last_event": t, "lag": round(lag, 3)} for s, (t, lag) in sorted(self.seen.items())},
                 "quarantined": self.receiver.ratelimit.quarantined(now),
-                "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items()},
-                "decided_here": self.decided_here,
-                "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()}}
+                "verdicts": dict(self.verdicts), "fleet_decisions": {str(n): d.until for n, d in self.decisions.items() if d.until > now},
+                "fleet_escalations": {str(n): d.count for n, d in self.decisions.items()},
+                "decided_here": self.decided_here, "remote": self.cfg.remote,
+                "remote_bans": len(self.receiver.ledger.listed(now)), "kernel_bans": self.kernel_count,
+                "kernel_checked": self.kernel_checked, "repairs": self.repairs,
+                "ledger": str(self.store.path) if self.store else None,
+                "protected_by": {s: [str(n) for n in nets] for s, nets in self.receiver.fleet_protected.items()},
+                "protected_here": len(self.mine), "peers_remembered": len(self.dependencies.memory.seen)}
 
     async def _status(self):
         path = Path(self.cfg.status)

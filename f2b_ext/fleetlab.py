@@ -22,12 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-from . import fleetinit, nftset
+from . import fleetinit, fleetsets, nftset
 from .f2b_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
 from .lab import sh, until
 
 NAMES = ("a", "b", "c")
 FLEET_JAIL, LOCAL_JAIL = "f2b-ext-fleet", "local"
+REMOTE_SETS = fleetsets.NAME          # the agent's own sets: remote host bans
 
 
 def jail_conf(name: str, spool: Path) -> str:
@@ -200,7 +201,9 @@ class FleetLab:
         return r.stdout
 
     # -- what the kernel holds --
-    def kernel_set(self, n: str, jail: str = FLEET_JAIL, family: int = 4) -> set[str]:
+    def kernel_set(self, n: str, jail: str = REMOTE_SETS, family: int = 4) -> set[str]:
+        """Addresses in server n's host set of `jail`: by default the agent's own
+        (remote host bans), FLEET_JAIL for the fleet jail's (remote = fail2ban)."""
         name = f"{nftset.jail_key(jail)}_h{family}"
         out = sh("ip", "netns", "exec", self.ns[n], "nft", "-j", "list", "set", "inet", nftset.TABLE.split()[-1], name,
                  check=False)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 FAIL2BAN_DIR = "etc/fail2ban"
 RSYSLOG_RULE = "etc/rsyslog.d/30-f2b-ext-netfilter.conf"
 SYNWATCH_UNIT = "etc/systemd/system/f2b-ext-synwatch.service"
+LOGROTATE_FILE = "etc/logrotate.d/f2b-ext-netfilter"     # with the rsyslog rule, where logrotate is
 UNIT_PYTHON = "/usr/bin/python3 -m f2b_ext"        # as systemd/f2b-ext-synwatch.service says
 MANIFEST = "var/lib/f2b-ext/manifest.json"
 
@@ -263,7 +264,8 @@ def render_jail(text: str, backend: str | None) -> str:
 
 
 def render_unit(text: str, python: str) -> str:
-    """The synwatch unit, run by the Python that `install` made f2b_ext importable for."""
+    """The synwatch unit (or the logrotate file's hooks), run by the Python that `install`
+    made f2b_ext importable for."""
     if UNIT_PYTHON not in text:
         raise ValueError(f"the unit's ExecStart does not run {UNIT_PYTHON!r}")
     return text.replace(UNIT_PYTHON, f"{python} -m f2b_ext")

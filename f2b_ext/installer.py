@@ -150,6 +150,9 @@ class Installer:
                     files[f"{plan.FAIL2BAN_DIR}/{sub}/{src.name}"] = content
             if self.has_rsyslog():
                 files[plan.RSYSLOG_RULE] = data.data(*data.RSYSLOG_RULE).read_bytes()
+                if (self.root / "etc/logrotate.d").is_dir():
+                    rotate = data.data(*data.LOGROTATE_FILE).read_text()
+                    files[plan.LOGROTATE_FILE] = plan.render_unit(rotate, self.python).encode()
             if (self.root / "etc/systemd").is_dir():
                 unit = data.data(*data.SYNWATCH_UNIT).read_text()
                 files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()

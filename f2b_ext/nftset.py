@@ -192,3 +192,29 @@ def jail_elements(jail: str, run) -> dict:
         if name in {f"{jail_key(jail)}_h{f}" for f in (4, 6)} or is_prefix_set_of(jail, name):
             held.update(elements({"nftables": [item]}))
     return held
+
+
+def retime_elements_script(jail: str, entries: Iterable[tuple]) -> str:
+    """New timeouts for elements that may or may not be in the set, in one transaction
+    that never fails on a missing one: add (a no-op if present), delete, add again with
+    the new timeout. No moment without the ban: the transaction is atomic."""
+    entries = list(entries)
+    nets = [net for net, _ in entries]
+    return "\n".join(filter(None, (add_elements_script(jail, [(n, 60) for n in nets]),
+                                   _delete_elements_script(jail, nets),
+                                   add_elements_script(jail, entries))))
+
+
+def remove_elements_script(jail: str, nets: Iterable) -> str:
+    """Delete elements whether or not they are still in the set (one expired meanwhile
+    would fail a plain delete, and with it the whole transaction)."""
+    nets = list(nets)
+    return "\n".join(filter(None, (add_elements_script(jail, [(n, 1) for n in nets]),
+                                   _delete_elements_script(jail, nets))))
+
+
+def _delete_elements_script(jail: str, nets: Iterable) -> str:
+    by_set: dict[str, list[str]] = {}
+    for net in nets:
+        by_set.setdefault(set_name(jail, net), []).append(element(net, None))
+    return "\n".join(f"delete element {TABLE} {name} {{ {', '.join(items)} }}" for name, items in by_set.items())

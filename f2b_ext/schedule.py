@@ -6,7 +6,11 @@ strings come here: `parse_ban()` reads one ("203.0.113.0/24 \t2026-11-21 09:00:0
 3600 = 2026-11-21 10:00:00", fail2ban's local time), `timeline()` orders every ban by its
 end, and `render()` draws one row per ban: a bar from its start to its end on a common
 time axis with "now" marked, and the time left. A subnet ban is an escalation when the
-jail runs subnet-escalate. Nothing here does I/O.
+jail runs subnet-escalate. Remote host bans that the fleet agent holds in its own sets
+(not in any jail) come from its ledger (`remote_bans()`, rows of
+f2b_ext.fleetledger.LedgerStore.bans) as rows of the `fleet-agent` pseudo-jail, each
+saying where it came from: origin servers, their jail and evidence kind. Nothing here
+does I/O.
 """
 from __future__ import annotations
 
@@ -31,6 +35,24 @@ class Ban:
     end: float | None           # None: never
     subnet: bool
     escalated: bool             # a subnet the jail's subnet-escalate banned
+    origin: str = ""            # a remote ban: "from a (sshd, forgeable); b (...)"
+
+
+REMOTE_JAIL = "fleet-agent"     # the fleet agent's own sets (f2b_ext.fleetsets.NAME)
+
+
+def remote_bans(rows) -> list[Ban]:
+    """Ban rows for the fleet agent's remote bans, from the ledger's
+    [(target, until, [(origin, until, jail, evidence, at)])]; a host shown bare."""
+    out = []
+    for target, until, reports in rows:
+        net = ipaddress.ip_network(target)
+        start = min((at for *_, at in reports), default=until)
+        shown = str(net.network_address) if net.num_addresses == 1 else str(net)
+        origin = "from " + "; ".join(f"{o} ({jail}, {evidence})" for o, _, jail, evidence, _ in reports)
+        out.append(Ban(REMOTE_JAIL, shown, start, int(until - start), until, net.num_addresses > 1, False,
+                       origin if reports else ""))
+    return out
 
 
 def _local(text: str) -> float:
@@ -103,7 +125,7 @@ def render(bans: list[Ban], now: float, jails: list[str], width: int = 100, styl
         cells[col(now)] = "|"
         left = "permanent" if b.end is None else f"ends {time.strftime('%m-%d %H:%M', time.localtime(b.end))} " \
                                                   f"(in {duration(b.end - now)})"
-        kind = " escalated" if b.escalated else " subnet" if b.subnet else ""
+        kind = (" escalated" if b.escalated else " subnet" if b.subnet else "") + (f" {b.origin}" if b.origin else "")
         target = (mark(b.target) if b.escalated else b.target)
         lines.append(f"  {b.jail:<{jail_w}} {target}{' ' * max(0, name_w - len(b.target))} "
                      f"[{''.join(cells)}] {left}{kind}")

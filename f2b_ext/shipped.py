@@ -1,8 +1,8 @@
 """Where the files this suite ships are found: package data, read with importlib.resources.
 
-How it works: the filters, actions, jails, the rsyslog rule, the synwatch unit and the
+How it works: the filters, actions, jails, the rsyslog rule and its logrotate file, the synwatch unit and the
 sample logs that `f2b-ext test` runs live in the repository where an admin expects them
-(filter.d/, action.d/, jail.d/, rsyslog.d/, systemd/, tests/samples/).
+(filter.d/, action.d/, jail.d/, rsyslog.d/, logrotate/, systemd/, tests/samples/).
 f2b_ext/data/<dir> are symlinks to those directories, and setup.cfg's package_data
 (`data/*/*`) makes the build copy them into the package. So the one place to look is
 `importlib.resources.files("f2b_ext") / "data" / <dir>`, whether f2b_ext runs from the
@@ -25,6 +25,7 @@ FILTERS, ACTIONS, JAILS = "filter.d", "action.d", "jail.d"
 RSYSLOG, SYSTEMD, SAMPLES = "rsyslog.d", "systemd", "samples"
 FAIL2BAN_DIRS = (FILTERS, ACTIONS, JAILS)       # what a fail2ban config dir takes from us
 RSYSLOG_RULE = (RSYSLOG, "f2b-ext-netfilter.conf")
+LOGROTATE_FILE = ("logrotate", "f2b-ext-netfilter")
 SYNWATCH_UNIT = (SYSTEMD, "f2b-ext-synwatch.service")
 
 
@@ -51,4 +52,4 @@ def listing(directory: str, suffixes: tuple[str, ...] = ()) -> list[Traversable]
 
 
 __all__ = ["DataMissing", "as_file", "data", "listing", "FILTERS", "ACTIONS", "JAILS", "RSYSLOG",
-           "SYSTEMD", "SAMPLES", "FAIL2BAN_DIRS", "RSYSLOG_RULE", "SYNWATCH_UNIT"]
+           "SYSTEMD", "SAMPLES", "FAIL2BAN_DIRS", "RSYSLOG_RULE", "LOGROTATE_FILE", "SYNWATCH_UNIT"]

@@ -156,8 +156,9 @@ def test_a_good_machine_has_no_problems():
     (machine(logger_available=False), "kernel: no netfilter syslog logger"),
     (machine(init_netns=False, all_netns=False), "nf_log_all_netns = 0"),
     (machine(init_netns=False, all_netns=None), "cannot be read from inside"),
-    (machine(jails=[jail(ignoreself=False)]), "ignoreip lacks this machine's 192.0.2.1, 2001:db8:f2b::1"),
-    (machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.0/24",))]), "lacks this machine's 2001:db8:f2b::1"),
+    (machine(jails=[jail(ignoreself=False, actions=("nftset",))]), "ignoreip lacks this machine's 192.0.2.1, 2001:db8:f2b::1"),
+    (machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.0/24",), actions=("nftset",))]),
+     "lacks this machine's 2001:db8:f2b::1"),
     (machine(jails=[jail(actions=("nftables", "subnet-escalate"))]), "nftables cannot hold a subnet in fail2ban (version"),
     (machine(jails=[jail(actions=("nftables", "subnet-escalate"))], fail2ban=(1, 0, 2)),
      "nftables cannot hold a subnet in fail2ban 1.0.2"),
@@ -187,6 +188,7 @@ def test_each_problem_is_found(m, expect):
 
 @pytest.mark.parametrize("m", [
     machine(jails=[jail(ignoreself=False, ignoreip=("192.0.2.1", "2001:db8:f2b::/64"))]),
+    machine(jails=[jail(ignoreself=False)]),      # subnet-escalate adds this machine's addresses (the shipped jails)
     machine(jails=[jail(actions=("iptables-multiport", "subnet-escalate"))]),
     machine(jails=[jail(actions=("nftables", "subnet-escalate"))], fail2ban=(1, 1, 1)),   # flags interval
     machine(jails=[jail(actions=("nftables-allports", "subnet-escalate"))], fail2ban=(1, 2)),
@@ -204,7 +206,8 @@ def test_what_is_protected_is_listed_one_line_each():
 
 
 def test_every_problem_says_how_to_fix_it():
-    everything = machine(jails=[jail(logpaths=("/var/log/kern.log",), ignoreself=False, actions=("nftables", "subnet-escalate"))],
+    everything = machine(jails=[jail(logpaths=("/var/log/kern.log",), actions=("nftables", "subnet-escalate")),
+                                jail(name="mine", ignoreself=False, actions=("nftset",))],
                          log_rules=[check.LogRule("r", "x", 0.0001)], logger_available=False, init_netns=False)
     found = [f for f in check.findings(everything) if f.level == check.PROBLEM]
     assert len(found) == 6 and all(f.fix for f in found)
@@ -242,15 +245,17 @@ def run_check(lab, conf: Path, *extra):
 @pytest.mark.kernel
 def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
     # backend = auto: a file, also where paths-debian.conf says systemd (Debian 13)
-    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nbackend = auto\nignoreself = false\n"
-                            "banaction_f2b_ext = nftables\n")
+    bad = confdir(tmp_path, "[f2b-ext-inbound]\nenabled = true\nlogpath = /var/log/kern.log\nbackend = auto\n"
+                            "banaction_f2b_ext = nftables\n\n"
+                            # no subnet-escalate to add this machine's addresses to ignoreip
+                            "[f2b-ext-ufw]\nenabled = true\naction = nftset.py[direction=in]\n")
     lab.server_sh("nft", "flush", "ruleset")
     r = run_check(lab, bad, "--json")
     assert r.returncode == 1, r.stderr
     got = {(f["level"], f["subject"], f["message"].split(":")[0]) for f in json.loads(r.stdout)}
     assert ("problem", "f2b-ext-inbound", "reads /var/log/kern.log") in got
     assert ("problem", "ruleset", "no LOG rule") in got
-    assert any(s == "f2b-ext-inbound" and m.startswith("ignoreself = false and ignoreip lacks this machine's 192.0.2.1")
+    assert any(s == "f2b-ext-ufw" and m.startswith("ignoreself = false and ignoreip lacks this machine's 192.0.2.1")
                for _, s, m in got)
     assert any(s == "f2b-ext-inbound" and "nftables cannot hold a subnet" in m
                for _, s, m in {(f["level"], f["subject"], f["message"]) for f in json.loads(r.stdout)})

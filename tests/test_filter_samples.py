@@ -88,3 +88,15 @@ def test_fail2ban_regex_on_shipped_samples(confdir, tmp_path, options, section):
     got = sorted(str(ipaddress.ip_address(ip)) for ip in out.split())
     want = sorted(str(ipaddress.ip_address(c.expect["host"])) for c in cases if c.should_match)
     assert got == want
+
+
+def test_no_possessive_quantifier_on_a_group(runner):
+    """`(?:..)*+` gives wrong answers before CPython 3.11.5 (gh-106052; Debian 12 ships
+    3.11.2): the filters use possessive runs of single characters and atomic groups only."""
+    import re
+    group_possessive = re.compile(r"(?<!\\)\)(?:[*+?]|\{[0-9,]*\})\+")
+    assert group_possessive.search(r"(?:ab)*+c") and group_possessive.search(r"(?:ab){0,3}+")
+    assert not group_possessive.search(r"[ab]*+(?>(?:ab)*)\)++")
+    for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}):
+        for regex in runner(opts).failregexes:
+            assert not group_possessive.search(regex), group_possessive.search(regex).group()

@@ -324,3 +324,70 @@ def test_reporters_of_a_wider_and_a_narrower_prefix():
     assert fe.reporters(ipaddress.ip_network("203.0.113.0/25"), NOW) == (A,)
     assert fe.reporters(ipaddress.ip_network("203.0.0.0/16"), NOW) == (A, B, C)
     assert fe.reporters(ipaddress.ip_network("203.0.113.0/24"), NOW + 3601) == ()
+
+
+# -- growing schedules for fleet escalations (escalation.Schedule, as subnet-escalate's) --
+
+def candidate(evidence="proven"):
+    from f2b_ext.escalation import Candidate
+    from f2b_ext.evidence import parse as parse_evidence
+    net = ipaddress.ip_network("203.0.113.0/24")
+    return fleet.FleetCandidate(net, (A, B), Candidate(net, 1, 6, parse_evidence(evidence), "6 hosts"))
+
+
+SCHEDULE = __import__("f2b_ext.escalation", fromlist=["Schedule"]).Schedule.parse("1h 6h 1d", forget="30d",
+                                                                                  forged="30m")
+
+
+def test_a_prefix_escalated_again_after_its_ban_ended_gets_the_next_step():
+    first = fleet.next_decision(None, candidate(), A, NOW, SCHEDULE)
+    assert (first.count, first.until - NOW, first.decided_by) == (1, 3600, A)
+    assert fleet.next_decision(first, candidate(), B, NOW + 100, SCHEDULE) is None     # still holds
+    second = fleet.next_decision(first, candidate(), B, NOW + 7200, SCHEDULE)
+    assert (second.count, second.until - second.at) == (2, 6 * 3600)
+    third = fleet.next_decision(second, candidate(), C, second.until + 1, SCHEDULE)
+    fourth = fleet.next_decision(third, candidate(), C, third.until + 1, SCHEDULE)
+    assert (third.until - third.at, fourth.until - fourth.at, fourth.count) == (86400, 86400, 4)  # the last repeats
+
+
+def test_the_schedule_starts_anew_after_forget_and_forgeable_evidence_stays_short():
+    old = fleet.FleetDecision(ipaddress.ip_network("203.0.113.0/24"), NOW + 3600, A, (A, B), NOW, 3)
+    fresh = fleet.next_decision(old, candidate(), B, NOW + 31 * 86400, SCHEDULE)
+    assert (fresh.count, fresh.until - fresh.at) == (1, 3600)
+    forged = fleet.next_decision(old, candidate("forgeable"), B, NOW + 7200, SCHEDULE)
+    assert (forged.count, forged.until - forged.at, forged.evidence) == (4, 1800, "forgeable")
+
+
+def test_a_receiver_never_applies_longer_than_its_own_schedule_says():
+    d = fleet.FleetDecision(ipaddress.ip_network("203.0.113.0/24"), NOW + 300 * 86400, C, (A, C), NOW, 2)
+    assert fleet.decision_until(d, SCHEDULE) == NOW + 6 * 3600
+    assert fleet.decision_until(fleet.FleetDecision(d.net, NOW + 60, C, (A, C), NOW, 2), SCHEDULE) == NOW + 60
+    forged = fleet.FleetDecision(d.net, NOW + 86400, C, (A, C), NOW, 3, "forgeable")
+    assert fleet.decision_until(forged, SCHEDULE) == NOW + 1800
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, 40 * 86400), max_size=12))
+def test_escalation_numbers_grow_by_one_and_lengths_follow_the_steps(gaps):
+    previous, t = None, NOW
+    for gap in gaps:
+        t += gap
+        d = fleet.next_decision(previous, candidate(), A, t, SCHEDULE)
+        if previous is not None and previous.until > t:
+            assert d is None
+            continue
+        within = previous is not None and t - previous.at <= SCHEDULE.forget
+        assert d.count == (previous.count + 1 if within else 1)
+        assert d.until - d.at == SCHEDULE.steps[min(d.count - 1, len(SCHEDULE.steps) - 1)]
+        assert fleet.decision_until(d, SCHEDULE) == d.until
+        previous = d
+
+
+def test_decisions_round_trip_with_count_and_read_the_older_form():
+    d = FleetDecision(ipaddress.ip_network("203.0.113.0/24"), NOW + 3600, A, (A, B), NOW, 3, "forgeable")
+    assert FleetDecision.parse(d.to_json()) == d
+    older = {k: v for k, v in json.loads(d.to_json()).items() if k not in ("count", "evidence")}
+    assert FleetDecision.parse(json.dumps(older).encode()).count == 1
+    for bad in (dict(count=0), dict(count=True), dict(count="2"), dict(evidence="trust-me"), dict(extra=1)):
+        with pytest.raises(EventError):
+            FleetDecision.parse(json.dumps({**json.loads(d.to_json()), **bad}).encode())

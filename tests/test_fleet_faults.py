@@ -272,9 +272,6 @@ def test_the_helpers_see_a_difference(lab):
     agree(lab)
 
 
-@pytest.mark.xfail(strict=True, reason="fleet.Receiver caps a ban from the time it receives it (now + cap), "
-                   "so a redelivery or a replay after an outage is applied again, longer; anchoring the cap "
-                   "at the event's time (min(ev.at, now) + cap) makes it idempotent")
 def test_a_redelivered_capped_ban_is_a_duplicate_however_late():
     """At least once, applied idempotently: the same event delivered again 30 s later
     (an acknowledgement lost when a nats-server died) changes nothing. Seen in the kill -9

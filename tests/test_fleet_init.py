@@ -105,7 +105,7 @@ def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
             self.got += items
 
     inbox = Inbox()
-    cfg = AgentConfig(server="b", nats=["tls://198.18.0.2:4222"], spool=str(tmp_path / "spool"),
+    cfg = AgentConfig(server="b", nats=["tls://198.18.0.2:4222"], spool=str(tmp_path / "spool"), remote="fail2ban",
                       status=str(tmp_path / "status"), bogons="none")
     agent = Agent(cfg, inbox=inbox)
     now = time.time()

@@ -172,6 +172,34 @@ def test_install_then_uninstall_leaves_the_tree_as_it_was(machine):
     assert snapshot(machine) == before
 
 
+def test_the_logrotate_file_comes_with_the_rsyslog_rule_and_goes_with_uninstall(machine):
+    """Where logrotate is (/etc/logrotate.d), the log the rsyslog rule writes gets its
+    logrotate file, whose hooks run with the Python install made f2b_ext importable for;
+    uninstall removes it. Without logrotate, nothing is written there."""
+    before = snapshot(machine)
+    assert f2b_ext("install", "--root", str(machine)).returncode == 0
+    assert not (machine / plan.LOGROTATE_FILE).exists()
+    assert f2b_ext("uninstall", "--root", str(machine)).returncode == 0
+    (machine / "etc" / "logrotate.d").mkdir()
+    before = snapshot(machine)
+    r = f2b_ext("install", "--root", str(machine))
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (machine / plan.LOGROTATE_FILE).read_text()
+    python = fail2ban_python(shutil.which("fail2ban-server"))
+    shipped = (ROOT / "logrotate" / "f2b-ext-netfilter").read_text()
+    assert text == shipped.replace("/usr/bin/python3 -m f2b_ext", f"{python} -m f2b_ext")
+    assert f"{python} -m f2b_ext logrotate prerotate /var/log/netfilter.log" in text
+    assert f"{python} -m f2b_ext logrotate postrotate /var/log/netfilter.log" in text
+    # the hook's command runs with only the installed package on the path (no fail2ban: nothing to do)
+    hook = subprocess.run([python, "-m", "f2b_ext", "logrotate", "postrotate", "/nonexistent/netfilter.log"],
+                          capture_output=True, text=True, cwd="/", env={"PATH": os.environ["PATH"],
+                                                                         "PYTHONPATH": str(site(machine))})
+    assert hook.returncode == 0, hook.stderr
+    r = f2b_ext("uninstall", "--root", str(machine))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert snapshot(machine) == before
+
+
 def test_install_keeps_a_changed_file_and_shows_the_difference(machine):
     assert f2b_ext("install", "--root", str(machine)).returncode == 0
     filt = machine / "etc/fail2ban/filter.d/netfilter.conf"

@@ -215,3 +215,24 @@ def test_any_number_of_ipv6_extension_headers(runner, n):
     line = HEAD + IN6 + "OPT ( ) " * n + "PROTO=TCP SPT=40000 DPT=22 WINDOW=1024 RES=0x00 SYN URGP=0 "
     verdict, found = both(runner, line)
     assert verdict.attempt and [m.ip for m in found] == ["2001:db8::7"]
+
+
+PREFIX_BODIES = ["A", "A I ", "x:", "I", "IN", "[UFW BLOCK]"]
+PREFIX_DELIMITERS = ["", ":", ": ", " ", "  ", ":  ", "\t", ": \t", "::", "I", "IN"]
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 125, 126, 127, 128, 129, 130])
+def test_default_prefix_length_and_delimiter(runner, length):
+    """The filter's default logprefix is written for speed, the core's ANY_PREFIX for
+    reading: around the kernel's 127-character bound, with every delimiter and with
+    "I"/"IN" before IN=, both accept the same lines and split off the same prefix."""
+    for body in PREFIX_BODIES:
+        for delim in PREFIX_DELIMITERS:
+            text = (body * 130)[:length] + delim
+            line = "Nov 21 08:08:21 host kernel: [  444.910152] " + text + IN4 + \
+                "PROTO=TCP SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0 "
+            verdict, found = both(runner, line)
+            assert verdict.attempt == bool(found), (repr(text), verdict.reason)
+            if found:
+                record = nf.parse_message(nf.kernel_message(line)[1])
+                assert found[0].groups.get("prefix", "") == record.prefix, repr(text)
