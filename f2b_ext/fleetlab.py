@@ -340,7 +340,7 @@ def publish_as(lab: FleetLab, n: str, subject: str, payloads: list[bytes], timeo
 def f2bx_elements(ruleset_json: str) -> dict:
     """{network: seconds left or None} of every set in the f2b-ext tables of `nft -j list
     ruleset`'s answer (the longest, when two sets hold one network)."""
-    from .f2b_nftset import elements
+    from .nftset import elements
     held: dict = {}
     for item in (json.loads(ruleset_json).get("nftables", ()) if ruleset_json.strip() else ()):
         if item.get("set", {}).get("table", "").startswith("f2b"):
@@ -372,7 +372,7 @@ class SetWatch:
 
     def _watch(self, n: str):
         from nftables import Nftables
-        from .f2b_nftset import LIBNFTABLES      # libnftables' JSON output is not thread-safe
+        from .libnftables import LIBNFTABLES      # libnftables' JSON output is not thread-safe
         from .lab import in_netns
         with in_netns(self.lab.ns[n]):
             nft = Nftables()

@@ -4,8 +4,8 @@ agent lists (its ledger), written in batches without fail2ban.
 How it works: the sets follow f2b_ext.nftset's conventions under the name `fleet-agent`
 (table `inet f2b_ext`, sets `fleet_agent_h4`/`_h6` with `flags timeout`, chains
 `fleet_agent_input`/`_forward` dropping what they match by source); the nft text comes
-from f2b_ext.nftset, the kernel's answers are read by f2b_ext.f2b_nftset.elements(),
-and every libnftables call goes through f2b_nftset's lock. Each element's timeout is
+from f2b_ext.nftset, the kernel's answers are read by f2b_ext.nftset.elements(),
+and every libnftables call goes through f2b_ext.libnftables' lock. Each element's timeout is
 the ban's remaining time, so the kernel lifts it on time even if the agent is dead.
 
 `write()` runs one transaction per batch: new bans added, changed ones retimed, lifted
@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 
 from . import nftset, setsync
+from .errors import F2bExtError
 
 NAME = "fleet-agent"                 # in nftset's naming: sets fleet_agent_h4, fleet_agent_h6
 
 
-class KernelError(RuntimeError):
+class KernelError(F2bExtError, RuntimeError):
     """libnftables refused a command; the message is its first error line."""
 
 
@@ -36,7 +37,7 @@ class AgentSets:
         self._nft = None
 
     def _cmd(self, script: str, as_json: bool = False) -> str:
-        from .f2b_nftset import LIBNFTABLES
+        from .libnftables import LIBNFTABLES
         if self._nft is None:
             try:
                 from nftables import Nftables
@@ -70,7 +71,7 @@ class AgentSets:
 
     def held(self) -> dict:
         """{network: seconds left} the kernel holds."""
-        from .f2b_nftset import elements
+        from .nftset import elements
         held = {}
         for name in self.set_names():
             held.update(elements(json.loads(self._cmd(f"list set {nftset.TABLE} {name}", as_json=True))))
