@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from f2b_ext.f2b_filter import FilterRunner, config_dir, ensure_utc  # noqa: E402
+from f2b_ext.system.filter_runner import FilterRunner, config_dir, ensure_utc  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "samples"
 # 2026-11-21T12:00:00Z: "Nov 21 08:08:21" and "Mar 21 ..." resolve to 2026.
@@ -107,7 +107,7 @@ def cli_as(user: str, *args, cwd=None):
     with tempfile.TemporaryDirectory(prefix="f2bx-cli-") as where:
         os.chmod(where, 0o755)
         shutil.copytree(ROOT / "f2b_ext", Path(where) / "f2b_ext", ignore=shutil.ignore_patterns("__pycache__"))
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext.cli",
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext",
                *args]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or where, timeout=120,
                               env=dict(os.environ, PYTHONPATH=where))
@@ -162,7 +162,7 @@ def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
     return {cmd[1]: cmd[2] for cmd in reader.convert(allow_no_files=allow_no_files) if cmd[0] == "add"}
 
 
-# -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
+# -- a real fail2ban-server fed with kernel lines (f2b_ext.lab.fail2ban_server) --
 KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
                "SRC={src} DST={dst} LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
 TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
@@ -242,7 +242,7 @@ def info(ip, bantime=600, when=None):
 @pytest.fixture
 def lab_nft():
     """(Lab, in_netns): a fresh pair of namespaces."""
-    from f2b_ext.lab import Lab, in_netns
+    from f2b_ext.lab.netns import Lab, in_netns
     with Lab() as lab:
         yield lab, in_netns
 

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from f2b_ext import dependencies as deps
-from f2b_ext.escalation import ban_kind, ticket_evidence
-from f2b_ext.evidence import RULES, Evidence, classify, parse, weakest_needed
+from f2b_ext.core import dependencies as deps
+from f2b_ext.core.escalation import ban_kind, ticket_evidence
+from f2b_ext.core.evidence import RULES, Evidence, classify, parse, weakest_needed
 
 
 # -- evidence ---------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_ban_kinds(single, data, restored, kind):
 
 
 def test_on_ban_feeds_the_escalator_as_ban_kinds_says():
-    from f2b_ext.escalation import Escalator, Ladder, Safety, on_ban
+    from f2b_ext.core.escalation import Escalator, Ladder, Safety, on_ban
     core = Escalator(Ladder(rungs={4: ((24, 3),), 6: ((64, 3),)}), safety=Safety(bogons=()))
     inf = float("inf")
     for n, host in enumerate(("203.0.113.1", "203.0.113.2")):

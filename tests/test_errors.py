@@ -28,9 +28,9 @@ def test_every_exception_the_package_defines_is_an_f2bext_error():
 
 
 def test_the_built_in_kind_is_kept_so_old_handlers_still_catch():
-    from f2b_ext import synwatch
-    from f2b_ext.escalation import ConfigError
-    from f2b_ext.fleet import EventError
+    from f2b_ext.core import synwatch
+    from f2b_ext.core.escalation import ConfigError
+    from f2b_ext.core.fleet import EventError
     assert issubclass(ConfigError, ValueError) and issubclass(EventError, ValueError)
     err = synwatch.DiagError(5, "sock_diag dump failed (errno 5)")
     assert isinstance(err, OSError) and err.errno == 5 and str(err) == "[Errno 5] sock_diag dump failed (errno 5)"

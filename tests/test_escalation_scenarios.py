@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, is_root
-from f2b_ext.escalation import on_ban
-from f2b_ext.f2b_action import build
+from f2b_ext.core.escalation import on_ban
+from f2b_ext.plugins.subnet_escalate import build
 
 SCENARIOS = yaml.safe_load((ROOT / "tests/scenarios/escalation.yaml").read_text())
 HOST_BANTIME = 600
@@ -91,7 +91,7 @@ class CoreDriver:
 
 class ServerDriver:
     def __init__(self, scenario):
-        from f2b_ext.f2b_server import Fail2banServer
+        from f2b_ext.lab.fail2ban_server import Fail2banServer
         from conftest import escalate_jail
         params = ", ".join(f'{k}="{v}"' for k, v in action_params(scenario).items())
         ignore = " ".join(["127.0.0.1/8", "::1"] + scenario.get("ignoreip", []))
@@ -123,7 +123,7 @@ class ServerDriver:
         """fail2ban bans in its actions thread, and an escalation's ticket one round
         later: wait (a bounded while) until the bans expected are there, however loaded
         the machine; an expectation never met still fails below."""
-        from f2b_ext.lab import until
+        from f2b_ext.lab.netns import until
         until(lambda: done(self.current()), 30, every=0.2)
 
     def close(self):

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT, is_root, jail_backends
 from test_jails import DEBIAN_SYSLOG_BACKEND
-from f2b_ext import install as plan
-from f2b_ext.installer import fail2ban_python, package_sources
+from f2b_ext.core import install as plan
+from f2b_ext.system.install import fail2ban_python, package_sources
 
 # --- the planner (pure) ---------------------------------------------------------------
 
@@ -111,7 +111,7 @@ def test_overriding_locals_and_enabled_jails():
 # --- the command on a temp root -------------------------------------------------------
 
 def f2b_ext(*args):
-    return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
 
 
@@ -266,8 +266,8 @@ def test_errors_are_one_line(tmp_path, setup, message):
 @pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
     """Only the installed tree and the installed f2b_ext (not this checkout) are used."""
-    from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab, until
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    from f2b_ext.lab.netns import Lab, until
     from test_jails import line
     assert f2b_ext("install", "--root", str(machine)).returncode == 0
     local = ("[DEFAULT]\nignoreself = false\n\n[sshd]\nenabled = false\n\n"
@@ -356,7 +356,7 @@ def test_the_shipped_plugins_never_need_the_lab():
 
 
 def test_plan_install_removes_what_we_no_longer_ship_unless_changed():
-    old, edited = "usr/lib/py/f2b_ext/lab.py", "usr/lib/py/f2b_ext/live.py"
+    old, edited = "usr/lib/py/f2b_ext/lab/netns.py", "usr/lib/py/f2b_ext/lab/live.py"
     manifest = {old: plan.digest(b"lab"), edited: plan.digest(b"live")}
     steps = plan.plan_install(OURS, {old: b"lab", edited: b"live, edited"}, manifest)
     verbs = {s.path: s.verb for s in steps}
@@ -430,7 +430,7 @@ def test_install_modes_do_not_depend_on_the_umask(machine, tmp_path, umask):
 def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypatch):
     """Seen at the moment of the rename: the temporary is in the target's directory, was
     created 0600 (before its content went in) and has its final mode only then."""
-    from f2b_ext import installer
+    from f2b_ext.system import install as installer
     seen = []
     real_mkstemp, real_replace = installer.tempfile.mkstemp, installer.os.replace
 

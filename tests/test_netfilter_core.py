@@ -8,7 +8,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from f2b_ext import netfilter as nf
+from f2b_ext.core import netfilter as nf
 from linegen import netfilter_line
 
 HEAD = "Nov 21 08:08:21 host kernel: [  444.910152] FINAL_REJECT: "
