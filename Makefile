@@ -38,7 +38,7 @@ TRIXIE_PKGS := fail2ban nftables python3-nftables iptables ipset rsyslog iproute
               nats-server python3-cryptography openssl
 IN_TRIXIE   := tests/debian/root run $(TRIXIE_ROOT) . -- env PYTHONDONTWRITEBYTECODE=1 sh -c
 
-.PHONY: deps venv test test-fast test-trixie trixie-root deb demo bench samples clean
+.PHONY: deps venv test test-fast test-pure test-fail2ban test-kernel test-trixie trixie-root deb demo bench samples clean
 
 deps:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -97,6 +97,21 @@ test-trixie: trixie-root
 # Everything but the tests that need root and the kernel.
 test-fast: venv
 	$(PY) -m pytest -m 'not kernel'
+
+# The suite in three tiers, each on its own (README "Tests"); together they are `make
+# test`'s first run. pure: the core, the layout, the command line's own checks, with
+# fail2ban made unimportable (tests/tiers/no_fail2ban), so it proves it needs none;
+# fail2ban: Debian's fail2ban (its filters, actions, server, the packaging); kernel:
+# root, network namespaces, the real netfilter (run it under the lock other sessions
+# on this machine take: flock /tmp/f2b-ext-kernel.lock make test-kernel).
+test-pure: venv
+	PYTHONPATH=tests/tiers/no_fail2ban $(PY) -m pytest -m 'not kernel and not fail2ban'
+
+test-fail2ban: venv
+	$(PY) -m pytest -m 'fail2ban and not kernel'
+
+test-kernel: venv
+	$(PY) -m pytest -m kernel
 
 # The main job (see README).
 demo: venv

@@ -22,4 +22,4 @@
 #   spool    the spool file; default /var/lib/f2b-ext/fleet-spool.sqlite3
 # The logic lives in the f2b_ext package.
 
-from f2b_ext.f2b_fleet import FleetAction as Action  # noqa: F401
+from f2b_ext.plugins.fleet import FleetAction as Action  # noqa: F401

@@ -21,4 +21,4 @@
 #   checkinterval  seconds between checks that sets and rules are intact (0: off); default 10
 # The logic lives in the f2b_ext package.
 
-from f2b_ext.f2b_ipset import IpsetNetAction as Action  # noqa: F401
+from f2b_ext.plugins.ipset_net import IpsetNetAction as Action  # noqa: F401

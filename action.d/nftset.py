@@ -20,4 +20,4 @@
 #   checkinterval  seconds between checks that the table is intact (0: off); default 10
 # The logic lives in the f2b_ext package.
 
-from f2b_ext.f2b_nftset import NftSetAction as Action  # noqa: F401
+from f2b_ext.plugins.nftset import NftSetAction as Action  # noqa: F401

@@ -47,4 +47,4 @@
 # The logic lives in the f2b_ext package (f2b-ext install makes it importable by the
 # Python that runs fail2ban-server).
 
-from f2b_ext.f2b_action import SubnetEscalateAction as Action  # noqa: F401
+from f2b_ext.plugins.subnet_escalate import SubnetEscalateAction as Action  # noqa: F401

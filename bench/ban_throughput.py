@@ -4,7 +4,7 @@ against fail2ban's stock `nftables` action, in one run (root).
 
     .venv/bin/python bench/ban_throughput.py [--hosts 20000] [--subnets 200] [--chunk 1000]
 
-One network namespace (f2b_ext.lab.Lab; no packet is sent), one Debian fail2ban-server
+One network namespace (f2b_ext.lab.netns.Lab; no packet is sent), one Debian fail2ban-server
 running as root inside it with its own config, socket and on-disk database (as in
 production), and two jails that differ only in their action. Each jail is handed the
 same bans with `fail2ban-client set JAIL banip ...` in chunks: 20,000 distinct hosts
@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from f2b_ext import nftset  # noqa: E402
-from f2b_ext.f2b_server import Fail2banServer  # noqa: E402
-from f2b_ext.lab import Lab  # noqa: E402
+from f2b_ext.core import nftset  # noqa: E402
+from f2b_ext.lab.fail2ban_server import Fail2banServer  # noqa: E402
+from f2b_ext.lab.netns import Lab  # noqa: E402
 
 JAILS = """[DEFAULT]
 ignoreself = false

@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from f2b_ext.escalation import Breaker, Escalator, HostBan, Safety, first_overlap  # noqa: E402
-from f2b_ext.evidence import Evidence  # noqa: E402
+from f2b_ext.core.escalation import Breaker, Escalator, HostBan, Safety, first_overlap  # noqa: E402
+from f2b_ext.core.evidence import Evidence  # noqa: E402
 
 WINDOW = 3600.0
 STEP = 0.036                # seconds between bans: 100,000 per window

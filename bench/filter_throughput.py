@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from f2b_ext import netfilter as nf  # noqa: E402
-from f2b_ext.f2b_filter import FilterRunner, config_dir, ensure_utc  # noqa: E402
-from f2b_ext.samples import read_cases  # noqa: E402
+from f2b_ext.core import netfilter as nf  # noqa: E402
+from f2b_ext.system.filter_runner import FilterRunner, config_dir, ensure_utc  # noqa: E402
+from f2b_ext.system.samples import read_cases  # noqa: E402
 
 # netfilter.conf's own date handling, which the naive filter and the floor get too, so that
 # the comparison is of the failregexes alone (one home: read from the shipped filter).

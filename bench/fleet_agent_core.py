@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
-from f2b_ext.fleet import RateLimit, make_event, subject_for  # noqa: E402
-from f2b_ext.fleetagent import Agent, AgentConfig  # noqa: E402
-from f2b_ext.fleetsets import AgentSets  # noqa: E402
-from f2b_ext.lab import in_netns  # noqa: E402
+from f2b_ext.core.fleet import RateLimit, make_event, subject_for  # noqa: E402
+from f2b_ext.system.fleet_agent import Agent, AgentConfig  # noqa: E402
+from f2b_ext.system.fleet_sets import AgentSets  # noqa: E402
+from f2b_ext.lab.netns import in_netns  # noqa: E402
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Fleet benchmarks on the lab (f2b_ext/fleetlab.py: three namespaces, each a clustered
+"""Fleet benchmarks on the lab (f2b_ext/lab/fleet.py: three namespaces, each a clustered
 nats-server with TLS, a real fail2ban-server with nftset, and the fleet agent). Root.
 
 1. latency: one ban at a time on A (a kernel line into A's fail2ban); from the moment
@@ -38,10 +38,10 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent.parent / "tests")]
 
 from conftest import kernel_line  # noqa: E402
-from f2b_ext import nftset  # noqa: E402
-from f2b_ext.fleet import make_event  # noqa: E402
-from f2b_ext.fleetlab import FLEET_JAIL, REMOTE_SETS, FleetLab, publish_as  # noqa: E402
-from f2b_ext.lab import in_netns  # noqa: E402
+from f2b_ext.core import nftset  # noqa: E402
+from f2b_ext.core.fleet import make_event  # noqa: E402
+from f2b_ext.lab.fleet import FLEET_JAIL, REMOTE_SETS, FleetLab, publish_as  # noqa: E402
+from f2b_ext.lab.netns import in_netns  # noqa: E402
 
 SETTINGS = dict(rate=1_000_000, burst=10_000_000, hosts=1000)   # no quarantine, no escalation here
 

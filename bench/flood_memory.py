@@ -6,8 +6,8 @@ in one run (root).
 
     .venv/bin/python bench/flood_memory.py [--minutes 10] [--rate 3000] [--scan-every 5]
 
-Two labs (f2b_ext.lab.Lab: a server and a remote namespace joined by a veth), each with
-the seeds' nftables firewall (f2b_ext.live.NFT_RULES: LOG then REJECT) and its own real
+Two labs (f2b_ext.lab.netns.Lab: a server and a remote namespace joined by a veth), each with
+the seeds' nftables firewall (f2b_ext.lab.live.NFT_RULES: LOG then REJECT) and its own real
 fail2ban-server running as root in the server namespace with the shipped
 jail.d/f2b-ext.conf and `nftset` (jail.local enables [f2b-ext-inbound] and points it at
 this run's log; ignoreself/usedns off, as the lab has no resolver). Only the memory
@@ -55,9 +55,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from f2b_ext.f2b_server import Fail2banServer  # noqa: E402
-from f2b_ext.lab import NF_LOG_ALL_NETNS, SERVER_V4, SERVER_V6, Lab, Sysctls, in_netns, syn_frame  # noqa: E402
-from f2b_ext.live import apply_firewall  # noqa: E402
+from f2b_ext.lab.fail2ban_server import Fail2banServer  # noqa: E402
+from f2b_ext.lab.netns import NF_LOG_ALL_NETNS, SERVER_V4, SERVER_V6, Lab, Sysctls, in_netns, syn_frame  # noqa: E402
+from f2b_ext.lab.live import apply_firewall  # noqa: E402
 
 JAIL = "f2b-ext-inbound"
 LOCAL = """[DEFAULT]

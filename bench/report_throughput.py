@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from f2b_ext.f2b_filter import config_dir  # noqa: E402
-from f2b_ext.samples import read_cases  # noqa: E402
+from f2b_ext.system.filter_runner import config_dir  # noqa: E402
+from f2b_ext.system.samples import read_cases  # noqa: E402
 
 AWK = "grep -o 'SRC=[^ ]*' {log} | sort | uniq -c | sort -rn | head"
 
@@ -102,7 +102,7 @@ def child(argv: list[str]) -> int:
     """Run one tool in this fresh process's child and print [seconds, peak MB, note]."""
     mode, log = argv[0], argv[1]
     if mode == "--child":
-        secs, peak, out = timed([sys.executable, "-m", "f2b_ext.cli", "report", log, "--json"], cwd=ROOT)
+        secs, peak, out = timed([sys.executable, "-m", "f2b_ext", "report", log, "--json"], cwd=ROOT)
         s = json.loads(out)
         note = (f"{s['records']:,} records, {len(s['top_sources'])} top sources, approximate={s['approximate']} "
                 f"(max overcount {s['max_overcount']:,})")

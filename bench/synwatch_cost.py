@@ -4,7 +4,7 @@ connections, for both readers, against the stock tools an admin would run instea
 
     .venv/bin/python bench/synwatch_cost.py [--sizes 10000,100000] [--samples 5]
 
-For each size a lab (f2b_ext.lab, root) gets one listener whose backlog holds them all
+For each size a lab (f2b_ext.lab.netns, root) gets one listener whose backlog holds them all
 (net.core.somaxconn and tcp_synack_retries raised inside the server namespace only,
 where the kernel forgets them with the namespace), SYNs from that many distinct
 addresses of 198.18.0.0/15 whose SYN-ACKs go unanswered, and then, in the server
@@ -43,8 +43,8 @@ def cpu(who=resource.RUSAGE_SELF) -> float:
 def child(samples: int) -> dict:
     """Runs inside the server namespace: the measurements, as JSON on stdout. The methods
     take turns in every round, so each sees the same table (entries age out meanwhile)."""
-    from f2b_ext import synwatch as sw
-    from f2b_ext.synwatcher import NetlinkReader, ProcReader
+    from f2b_ext.core import synwatch as sw
+    from f2b_ext.system.synwatch import NetlinkReader, ProcReader
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     runs: dict = {}
 
@@ -77,7 +77,7 @@ def child(samples: int) -> dict:
 
 def flood(lab, n: int) -> int:
     """n distinct sources of 198.18.0.0/15 in SYN_RECV; returns how many the kernel holds."""
-    from f2b_ext.lab import until
+    from f2b_ext.lab.netns import until
     pool = ipaddress.ip_network("198.18.0.0/15")
     sources = [str(pool[i + 1]) for i in range(n)]
     count = lambda: lab.server_sh("ss", "-Htn", "state", "syn-recv").count("\n")
@@ -101,7 +101,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.samples)))
         return 0
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         with Lab() as lab:

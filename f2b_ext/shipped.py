@@ -17,6 +17,8 @@ from __future__ import annotations
 from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 
+from .errors import F2bExtError
+
 # The shipped directories, by what they hold (names as in the repository and under
 # f2b_ext/data/).
 FILTERS, ACTIONS, JAILS = "filter.d", "action.d", "jail.d"
@@ -27,7 +29,7 @@ LOGROTATE_FILE = ("logrotate", "f2b-ext-netfilter")
 SYNWATCH_UNIT = (SYSTEMD, "f2b-ext-synwatch.service")
 
 
-class DataMissing(RuntimeError):
+class DataMissing(F2bExtError, RuntimeError):
     """This copy of f2b_ext has no package data (the part `install` gives fail2ban)."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from f2b_ext.lab import Lab  # noqa: E402
+from f2b_ext.lab.netns import Lab  # noqa: E402
 import kernel_cases as kc  # noqa: E402
 
 STYLES = ("rfc3339", "classic", "nouptime")

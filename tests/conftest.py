@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from f2b_ext.f2b_filter import FilterRunner, config_dir, ensure_utc  # noqa: E402
+from f2b_ext.system.filter_runner import FilterRunner, config_dir, ensure_utc  # noqa: E402
 
 SAMPLES = ROOT / "tests" / "samples"
 # 2026-11-21T12:00:00Z: "Nov 21 08:08:21" and "Mar 21 ..." resolve to 2026.
@@ -43,9 +43,53 @@ def upstream_clock():
         MyTime.setTime(PINNED_NOW)
 
 
+# The tiers a newcomer can run on their own (README "Tests"; Makefile test-pure,
+# test-fail2ban, test-kernel): pure (no fail2ban, no root: the core, the layout, the
+# command line's own checks), fail2ban (Debian's fail2ban: its Python, fail2ban-server,
+# the upstream harness, the packaging), kernel (root, network namespaces: marked per
+# test). A test file that needs fail2ban throughout is listed here, a test that uses one
+# of FAIL2BAN_FIXTURES is marked so, any other carries @pytest.mark.fail2ban; `make test-pure` runs
+# the others with fail2ban made unimportable (tests/tiers/no_fail2ban), which proves it.
+FAIL2BAN_TIER = {
+    "test_check.py", "test_cli.py", "test_deb.py", "test_demo.py", "test_escalate_action.py",
+    "test_escalation_scenarios.py", "test_faults_live.py", "test_filter_hostile.py", "test_filter_samples.py",
+    "test_fleet_lab.py", "test_forged_dependencies_live.py", "test_install.py", "test_jails.py",
+    "test_kernel_live.py", "test_lab.py", "test_live.py", "test_netfilter_core.py",
+    "test_other_filters.py", "test_rsyslog_forgery.py", "test_schedule.py", "test_setinvariant.py",
+    "test_synwatch_live.py", "test_unit_sandbox.py", "test_upstream_harness.py", "test_wheel.py",
+    "test_flood_memory.py",
+}
+
+
+def _pure_tier() -> bool:
+    """fail2ban is the stand-in that cannot be imported (make test-pure)."""
+    import importlib.util
+    spec = importlib.util.find_spec("fail2ban")
+    return spec is not None and "no_fail2ban" in Path(spec.origin or "").parts
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name in FAIL2BAN_TIER and _pure_tier():
+        return True              # not even imported: these modules import fail2ban
+    return None
+
+
+# fixtures that run fail2ban's filter machinery: a test using one is in the fail2ban tier
+FAIL2BAN_FIXTURES = {"runner", "confdir", "upstream_clock"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in FAIL2BAN_TIER or FAIL2BAN_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.fail2ban)
+
+
 def pytest_configure(config):
     ensure_utc()
-    from fail2ban.server.mytime import MyTime
+    try:
+        from fail2ban.server.mytime import MyTime
+    except ImportError:          # the pure tier: no fail2ban to pin
+        return
     MyTime.setTime(PINNED_NOW)
 
 
@@ -63,7 +107,7 @@ def cli_as(user: str, *args, cwd=None):
     with tempfile.TemporaryDirectory(prefix="f2bx-cli-") as where:
         os.chmod(where, 0o755)
         shutil.copytree(ROOT / "f2b_ext", Path(where) / "f2b_ext", ignore=shutil.ignore_patterns("__pycache__"))
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext.cli",
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-m", "f2b_ext",
                *args]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd or where, timeout=120,
                               env=dict(os.environ, PYTHONPATH=where))
@@ -118,7 +162,7 @@ def jail_backends(confdir, allow_no_files: bool = False) -> dict[str, str]:
     return {cmd[1]: cmd[2] for cmd in reader.convert(allow_no_files=allow_no_files) if cmd[0] == "add"}
 
 
-# -- a real fail2ban-server fed with kernel lines (f2b_ext.f2b_server) --
+# -- a real fail2ban-server fed with kernel lines (f2b_ext.lab.fail2ban_server) --
 KERNEL_LINE = ("{stamp} lab kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
                "SRC={src} DST={dst} LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO={proto}{tail}")
 TAILS = {"TCP": " SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "UDP": " SPT=40000 DPT=161 LEN=20",
@@ -198,7 +242,7 @@ def info(ip, bantime=600, when=None):
 @pytest.fixture
 def lab_nft():
     """(Lab, in_netns): a fresh pair of namespaces."""
-    from f2b_ext.lab import Lab, in_netns
+    from f2b_ext.lab.netns import Lab, in_netns
     with Lab() as lab:
         yield lab, in_netns
 

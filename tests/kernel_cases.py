@@ -2,7 +2,7 @@
 
 Each `Probe` is one packet the remote sends (or one thing the server does), with the
 verdicts written down by hand from the filter's rules, independent of the filter and of
-f2b_ext.netfilter. Every other line the kernel logs meanwhile is a kernel's *answer*
+f2b_ext.core.netfilter. Every other line the kernel logs meanwhile is a kernel's *answer*
 (SYN-ACK, RST, ICMP error, echo reply) or neighbour discovery: never an attempt.
 `capture()` plays the probes through a `Lab` under one firewall profile and returns
 (probe or None, kernel record) pairs.
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from f2b_ext.lab import SERVER_V4, SERVER_V6, Lab, KernelRecord, in_netns
+from f2b_ext.lab.netns import SERVER_V4, SERVER_V6, Lab, KernelRecord, in_netns
 
 S4, S6 = SERVER_V4, SERVER_V6
 
@@ -421,7 +421,7 @@ def container_cases() -> list[ContainerCase]:
 def capture_container(lab: Lab, prefix: str = "DOCKER-USER: ") -> list[tuple[Optional[ContainerCase], KernelRecord]]:
     """Build the container behind docker0 inside the lab's server, play the cases, and
     pair each kernel record with its case (None: other records, e.g. the kernels' answers)."""
-    from f2b_ext.lab import KernelLog, sh
+    from f2b_ext.lab.netns import KernelLog, sh
     ctr = f"{lab.server}c"
     host_if, ctr_if = f"{lab.server}v", f"{lab.server}w"
     sh("ip", "netns", "add", ctr)

@@ -6,7 +6,7 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from f2b_ext.netfilter import TCP_FLAG_ORDER
+from f2b_ext.core.netfilter import TCP_FLAG_ORDER
 
 V4_SPECIAL = ["0.0.0.0", "224.0.0.1", "239.255.255.250", "192.0.2.255", "255.255.255.255",
               "198.51.100.1", "203.0.113.7", "198.18.0.9", "192.0.2.1", "127.0.0.1", "169.254.1.1",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, is_root
-from f2b_ext import check
+from f2b_ext.core import check
 
 # --- parsers -----------------------------------------------------------------------------
 
@@ -221,13 +221,13 @@ def test_every_problem_says_how_to_fix_it():
 def lab():
     if not is_root():
         pytest.skip("needs root for a namespace")
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     with Lab() as lab:
         yield lab
 
 
 def confdir(tmp_path, local: str) -> Path:
-    from f2b_ext.f2b_filter import config_dir
+    from f2b_ext.system.filter_runner import config_dir
     conf = tmp_path / "fail2ban"
     shutil.copytree("/etc/fail2ban", conf)
     for stock in (conf / "jail.d").glob("*"):
@@ -238,7 +238,7 @@ def confdir(tmp_path, local: str) -> Path:
 
 
 def run_check(lab, conf: Path, *extra):
-    return subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-m", "f2b_ext.cli", "check",
+    return subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-m", "f2b_ext", "check",
                            "--conf", str(conf), *extra], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -327,7 +327,7 @@ def readme_rules(kind: str) -> str:
 
 
 def test_check_errors_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "check", "--conf", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", "check", "--conf", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"f2b-ext: {tmp_path}/jail.conf not found: is fail2ban installed? (or give --conf)\n"

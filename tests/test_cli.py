@@ -8,7 +8,7 @@ from conftest import ROOT, SAMPLES
 
 
 def f2b_ext(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True,
                           text=True, cwd=ROOT, **kw)
 
 

@@ -11,13 +11,13 @@ import time
 import pytest
 
 from conftest import ROOT
-from f2b_ext.lab import NF_LOG_ALL_NETNS
-from f2b_ext.live import environment_problems
+from f2b_ext.lab.netns import NF_LOG_ALL_NETNS
+from f2b_ext.lab.live import environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]
 
-DEMO = [sys.executable, "-m", "f2b_ext.cli", "demo"]
+DEMO = [sys.executable, "-m", "f2b_ext", "demo"]
 
 
 def leftovers(before_sysctl: str) -> list[str]:

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from f2b_ext import dependencies as deps
-from f2b_ext.escalation import ban_kind, ticket_evidence
-from f2b_ext.evidence import RULES, Evidence, classify, parse, weakest_needed
+from f2b_ext.core import dependencies as deps
+from f2b_ext.core.escalation import ban_kind, ticket_evidence
+from f2b_ext.core.evidence import RULES, Evidence, classify, parse, weakest_needed
 
 
 # -- evidence ---------------------------------------------------------------------------
@@ -64,6 +64,23 @@ def test_weakest_needed_is_the_weakest_of_the_strongest_need(kinds, need):
 ])
 def test_ban_kinds(single, data, restored, kind):
     assert ban_kind(single, data, restored)[0] == kind
+
+
+def test_on_ban_feeds_the_escalator_as_ban_kinds_says():
+    from f2b_ext.core.escalation import Escalator, Ladder, Safety, on_ban
+    core = Escalator(Ladder(rungs={4: ((24, 3),), 6: ((64, 3),)}), safety=Safety(bogons=()))
+    inf = float("inf")
+    for n, host in enumerate(("203.0.113.1", "203.0.113.2")):
+        assert on_ban(core, host, {"proto": "TCP", "dir": "IN"}, False, 100 + n, 700, 100 + n) == ("host", [])
+    # a restored host already used up by an escalation (at 150) is not counted again
+    assert on_ban(core, "203.0.113.3", {"proto": "TCP"}, True, 120, 720, 200, last_escalation=150) == ("host", [])
+    kind, pending = on_ban(core, "203.0.113.3", {"proto": "TCP", "dir": "IN"}, False, 201, 801, 201)
+    assert kind == "host" and [str(c.net) for c in pending] == ["203.0.113.0/24"]
+    # our own prefix coming back, an admin's: remembered (no repeat proposal), never new evidence
+    assert on_ban(core, "203.0.113.0/24", {"escalation": "3 hosts", "evidence": "proven"}, False, 201, 3801, 201) \
+        == ("ours", [])
+    assert on_ban(core, "198.51.100.0/24", {}, False, 202, inf, 202) == ("admin-prefix", [])
+    assert on_ban(core, "203.0.113.4", {"proto": "TCP", "dir": "IN"}, False, 203, 803, 203) == ("host", [])
 
 
 def test_ticket_evidence():

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from conftest import is_root
-from f2b_ext.f2b_action import build
-from f2b_ext.host import own_addresses
-from f2b_ext.escalation import ConfigError
+from conftest import ROOT, is_root
+from f2b_ext.plugins.subnet_escalate import build
+from f2b_ext.system.host import own_addresses
+from f2b_ext.core.escalation import ConfigError
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
 
 def server(params: str):
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     from conftest import escalate_jail
     return Fail2banServer(escalate_jail(params))
 
@@ -138,7 +138,7 @@ def test_dependencies_are_in_fail2bans_ignore_list_and_never_banned():
     """The machine's own addresses and its gateways (whatever this machine has) are in the
     jail's ignore list at start; a line from one is ignored by fail2ban itself."""
     from conftest import kernel_line
-    from f2b_ext.host import gather
+    from f2b_ext.system.host import gather
     found = {str(d.net.network_address): d.source for d in gather().found if d.net.version == 4}
     target = next((a for a, src in found.items() if src == "gateway"), None) or \
         next(a for a, src in found.items() if src == "this-host" and not a.startswith("127."))
@@ -149,3 +149,17 @@ def test_dependencies_are_in_fail2bans_ignore_list_and_never_banned():
         s.wait_for(lambda: "198.51.100.7" in s.bans("escalate"), what="the other host banned")
         assert target not in s.bans("escalate")
         assert f"Ignore {target} by ip" in s.server_log()
+
+
+def test_the_default_schedule_has_one_home():
+    """Schedule()'s defaults are the parameters' defaults (escalation.DEFAULT_*), which the
+    action's DEFAULTS and action.d/subnet-escalate.py's header state."""
+    from f2b_ext.core.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Schedule
+    from f2b_ext.plugins.subnet_escalate import DEFAULTS
+    assert Schedule() == Schedule.parse(DEFAULT_SCHEDULE, None, None, DEFAULT_FORGET, DEFAULT_FORGED_SCHEDULE)
+    assert Schedule().steps == (3600, 6 * 3600, 86400, 7 * 86400) and Schedule().forged == (1800,)
+    assert (DEFAULTS["schedule"], DEFAULTS["forget"], DEFAULTS["forgedschedule"]) == \
+        (DEFAULT_SCHEDULE, DEFAULT_FORGET, DEFAULT_FORGED_SCHEDULE)
+    header = (ROOT / "action.d" / "subnet-escalate.py").read_text()
+    assert f'schedule="{DEFAULT_SCHEDULE}"' in header and f"forget={DEFAULT_FORGET}" in header
+

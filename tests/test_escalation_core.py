@@ -6,9 +6,9 @@ import ipaddress
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from f2b_ext.escalation import (Breaker, ConfigError, Escalator, HostBan, Ladder, NetworkIndex, Safety,
+from f2b_ext.core.escalation import (Breaker, ConfigError, Escalator, HostBan, Ladder, NetworkIndex, Safety,
                                 Schedule, parse_duration, parse_networks)
-from f2b_ext.evidence import Evidence
+from f2b_ext.core.evidence import Evidence
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -338,3 +338,9 @@ def test_narrowing_equals_the_plain_search(offsets, around, guard, need):
                 return sub
         return None
     assert e._safe_prefix(top, at, [int(m.network_address) for m in members], 32, need) == plain()
+
+
+def test_ban_end_and_left():
+    from f2b_ext.core.escalation import ban_end, ban_left
+    assert ban_end(100, 600) == 700 and ban_end(100, -1) is None and ban_end(100, None) is None
+    assert ban_left(100, 600, 650) == 50 and ban_left(100, -1, 650) is None

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from f2b_ext.live import (LiveLab, LiveSettings, Prober, database_bans, environment_problems, kernel_elements,
+from f2b_ext.lab.live import (LiveLab, LiveSettings, Prober, database_bans, environment_problems, kernel_elements,
                           listed_with_ends)
 
 problems = environment_problems()

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from f2b_ext import netfilter as nf
+from f2b_ext.core import netfilter as nf
 
 GOOD = ("Nov 21 08:08:21 host kernel: [  444.910152] FINAL_REJECT: IN=eth0 OUT= "
         "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=203.0.113.7 DST=198.51.100.1 LEN=60 "
@@ -106,7 +106,7 @@ def test_a_5000_digit_field_never_aborts_report_or_test(tmp_path, command):
     huge = GOOD.replace("DPT=23", "DPT=" + "9" * 5000).replace("SRC=203.0.113.7", "SRC=203.0.113.8")
     log = tmp_path / "kern.log"
     log.write_text("\n".join([huge, GOOD, HEADER + RECORD.replace("TTL=51", "TTL=" + "1" * 5000)]) + "\n")
-    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", *command, str(log)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", *command, str(log)], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent, timeout=300)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert REMOTE in r.stdout and "203.0.113.8" not in r.stdout.replace("203.0.113.80", "")

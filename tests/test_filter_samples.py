@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from conftest import SAMPLES, assert_sample
-from f2b_ext import netfilter as nf
-from f2b_ext.samples import read_cases
+from f2b_ext.core import netfilter as nf
+from f2b_ext.system.samples import read_cases
 
 SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.name.startswith("netfilter"))
 CASES = [c for p in SAMPLE_FILES for c in read_cases(p)]

@@ -1,5 +1,5 @@
 """The fleet's pure core: event schema, the receiver's decision table, the ledger,
-rate limit and quarantine, fleet-wide escalation (f2b_ext/fleet.py)."""
+rate limit and quarantine, fleet-wide escalation (f2b_ext/core/fleet.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,9 +8,9 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from f2b_ext import fleet
-from f2b_ext.escalation import Escalator, Ladder, Safety
-from f2b_ext.fleet import (Event, EventError, FleetDecision, FleetEscalator, Policy, RateLimit,
+from f2b_ext.core import fleet
+from f2b_ext.core.escalation import Escalator, Ladder, Safety
+from f2b_ext.core.fleet import (Event, EventError, FleetDecision, FleetEscalator, Policy, RateLimit,
                            Receiver, make_event, parse_event, subject_for)
 
 NOW = 1_800_000_000.0
@@ -329,13 +329,13 @@ def test_reporters_of_a_wider_and_a_narrower_prefix():
 # -- growing schedules for fleet escalations (escalation.Schedule, as subnet-escalate's) --
 
 def candidate(evidence="proven"):
-    from f2b_ext.escalation import Candidate
-    from f2b_ext.evidence import parse as parse_evidence
+    from f2b_ext.core.escalation import Candidate
+    from f2b_ext.core.evidence import parse as parse_evidence
     net = ipaddress.ip_network("203.0.113.0/24")
     return fleet.FleetCandidate(net, (A, B), Candidate(net, 1, 6, parse_evidence(evidence), "6 hosts"))
 
 
-SCHEDULE = __import__("f2b_ext.escalation", fromlist=["Schedule"]).Schedule.parse("1h 6h 1d", forget="30d",
+SCHEDULE = __import__("f2b_ext.core.escalation", fromlist=["Schedule"]).Schedule.parse("1h 6h 1d", forget="30d",
                                                                                   forged="30m")
 
 

@@ -15,12 +15,12 @@ import pytest
 
 from conftest import ROOT
 
-from f2b_ext.fleetdemo import environment_problems
+from f2b_ext.lab.fleet_demo import environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]
 
-DEMO = [sys.executable, "-m", "f2b_ext.cli", "demo", "--fleet"]
+DEMO = [sys.executable, "-m", "f2b_ext", "demo", "--fleet"]
 
 
 def leftovers(pid: int) -> list[str]:

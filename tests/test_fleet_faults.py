@@ -1,5 +1,5 @@
 """Faults of the fleet (issue 17, "How it is proven") on the fleet lab
-(f2b_ext/fleetlab.py: three namespaces, each a clustered nats-server, a real
+(f2b_ext/lab/fleet.py: three namespaces, each a clustered nats-server, a real
 fail2ban-server with nftset and the fleet agent):
 
 - a server (its agent, killed -9, and its fail2ban) down while the others ban: back, it
@@ -52,7 +52,7 @@ BURST = 10_000
 def lab():
     if not shutil.which("nats-server"):
         pytest.skip("nats-server is not installed (make venv installs it)")
-    from f2b_ext.fleetlab import FleetLab
+    from f2b_ext.lab.fleet import FleetLab
     with FleetLab(agent_settings=SETTINGS) as lab:
         assert wait(lambda: all(len(lab.status(n).get("protected_by", {})) == 2 for n in "abc"), 60), \
             {n: lab.status(n) for n in "abc"}
@@ -68,7 +68,7 @@ def report(capsys):
 
 
 def wait(predicate, timeout=30.0, every=0.5) -> bool:
-    from f2b_ext.lab import until
+    from f2b_ext.lab.netns import until
     return until(predicate, timeout, every) is not None
 
 
@@ -111,7 +111,7 @@ def stream_count(lab, origin, ask=None) -> int:
 
 
 def event(origin, target, end_in):
-    from f2b_ext.fleet import make_event
+    from f2b_ext.core.fleet import make_event
     now = time.time()
     return make_event("ban", target, origin, "local", now, now + end_in, proto="TCP",
                       seq=f"t{time.monotonic_ns()}").to_json()
@@ -123,7 +123,7 @@ def agent_restarted_since(lab, n, t):
 
 @lab_test
 def test_a_server_down_catches_up_from_where_it_left_off_and_drops_what_expired(lab, report):
-    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab.fleet import publish_as
     t0 = time.monotonic()
     before = block(1, 200)
     lab.f2b["a"].append(*(kernel_line(h) for h in before))
@@ -262,10 +262,10 @@ def test_kill_9_of_the_stream_leader_during_a_burst_of_10000_bans(lab, report):
 @lab_test
 def test_the_helpers_see_a_difference(lab):
     """The judge can fail: an element removed behind fail2ban's back is a disagreement."""
-    from f2b_ext import nftset
+    from f2b_ext.core import nftset
     victim = block(1, 1)[0]
     name = nftset.set_name("local", ipaddress.ip_network(victim))
-    from f2b_ext.lab import sh
+    from f2b_ext.lab.netns import sh
     sh("ip", "netns", "exec", lab.ns["a"], "nft", "delete", "element", *nftset.TABLE.split(), name, f"{{ {victim} }}")
     assert f"listed only ['{victim}/32']" in lab.disagreement("a")
     lab.f2b["a"].client("set", "local", "unbanip", victim)
@@ -276,7 +276,7 @@ def test_a_redelivered_capped_ban_is_a_duplicate_however_late():
     """At least once, applied idempotently: the same event delivered again 30 s later
     (an acknowledgement lost when a nats-server died) changes nothing. Seen in the kill -9
     test with forged_cap = 600 s: 74 of 10,000 bans applied twice."""
-    from f2b_ext.fleet import Policy, Receiver, make_event
+    from f2b_ext.core.fleet import Policy, Receiver, make_event
     receiver = Receiver(Policy.parse("b", bogons="none", forged_cap=600))
     ev = make_event("ban", "203.0.113.5", "a", "local", 1000.0, 1000.0 + 3600, proto="TCP", direction="in", seq=1)
     assert ev.evidence == "forgeable"
@@ -293,9 +293,9 @@ def test_a_spooled_ban_survives_a_kill_9_of_the_process_that_spooled_it(tmp_path
     import subprocess
     import sys
     from conftest import ROOT
-    from f2b_ext.fleetspool import Spool
+    from f2b_ext.system.fleet_spool import Spool
     path = tmp_path / "spool.sqlite3"
-    code = ("import os, signal, sys\nfrom f2b_ext.fleetspool import Spool\nspool = Spool(sys.argv[1])\n"
+    code = ("import os, signal, sys\nfrom f2b_ext.system.fleet_spool import Spool\nspool = Spool(sys.argv[1])\n"
             "for i in range(300):\n    spool.append(b'ban %d' % i)\nos.kill(os.getpid(), signal.SIGKILL)\n")
     r = subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == -signal.SIGKILL

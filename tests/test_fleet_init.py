@@ -1,4 +1,4 @@
-"""`f2b-ext fleet init` (f2b_ext/fleetinit.py) and the agent's configuration: what each
+"""`f2b-ext fleet init` (f2b_ext/system/fleet_init.py) and the agent's configuration: what each
 server's credential may do, TLS files that verify, one-line CLI errors."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from f2b_ext import fleetinit
-from f2b_ext.fleetagent import AgentConfig
+from f2b_ext.system import fleet_init as fleetinit
+from f2b_ext.system.fleet_agent import AgentConfig
 
 SERVERS = {"a": "198.18.0.1", "b": "198.18.0.2", "c": "2001:db8::3"}
 
@@ -92,8 +92,8 @@ def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
     import asyncio
     import time
     from types import SimpleNamespace
-    from f2b_ext.fleet import make_event
-    from f2b_ext.fleetagent import Agent
+    from f2b_ext.core.fleet import make_event
+    from f2b_ext.system.fleet_agent import Agent
 
     class Inbox:
         def __init__(self):

@@ -1,6 +1,6 @@
 """The fleet end to end: three namespaces, each a server with its own nats-server
 (clustered, TLS, per-server credentials written by `f2b-ext fleet init`), real
-fail2ban-server with nftset, and fleet agent (f2b_ext/fleetlab.py). The tests run in
+fail2ban-server with nftset, and fleet agent (f2b_ext/lab/fleet.py). The tests run in
 order on one lab; each checks the kernel's sets, not only fail2ban's lists."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def lab():
     import shutil
     if not shutil.which("nats-server"):
         pytest.skip("nats-server is not installed (make venv installs it)")
-    from f2b_ext.fleetlab import FleetLab
+    from f2b_ext.lab.fleet import FleetLab
     with FleetLab(agent_settings=SETTINGS, per_server={"a": {"protect": RESOLVER_OF_A}}) as lab:
         # every agent has seen every other server's protected list
         assert wait(lambda: all(len(lab.status(n).get("protected_by", {})) == 2 for n in "abc"), 60), \
@@ -44,7 +44,7 @@ def wait(predicate, timeout=30, every=0.2):
 
 
 def event(origin, target, kind="ban", end_in=3600, ident=None, at=None):
-    from f2b_ext.fleet import make_event
+    from f2b_ext.core.fleet import make_event
     now = at or time.time()
     return make_event(kind, target, origin, "local", now, now + end_in, proto="TCP",
                       seq=ident or f"t{time.monotonic_ns()}").to_json()
@@ -60,9 +60,9 @@ def test_a_ban_on_a_is_in_b_and_c_kernel_sets(lab):
 def remote_left(lab, n, addr):
     """Seconds left of addr's element in server n's agent set (None: not there)."""
     import ipaddress
-    from f2b_ext.f2b_nftset import jail_elements
-    from f2b_ext.fleetlab import REMOTE_SETS
-    from f2b_ext.lab import sh
+    from f2b_ext.plugins.nftset import jail_elements
+    from f2b_ext.lab.fleet import REMOTE_SETS
+    from f2b_ext.lab.netns import sh
     held = jail_elements(REMOTE_SETS, lambda *a: sh("ip", "netns", "exec", lab.ns[n], "nft", *a, check=False))
     return held.get(ipaddress.ip_network(addr))
 
@@ -79,7 +79,7 @@ def test_the_remote_ban_is_the_agents_with_its_remaining_time_and_origin(lab):
         "status", "--status", str(lab.dir / "status-b.json"), ns=lab.ns["b"])
     import subprocess
     import sys
-    from f2b_ext.fleetlab import PROJECT_DIR
+    from f2b_ext.lab.fleet import PROJECT_DIR
     r = subprocess.run(["ip", "netns", "exec", lab.ns["b"], sys.executable, "-m", "f2b_ext", "schedule", "--socket",
                         str(lab.f2b["b"].sock), "--fleet-status", str(lab.dir / "status-b.json")],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(PROJECT_DIR)))
@@ -87,7 +87,7 @@ def test_the_remote_ban_is_the_agents_with_its_remaining_time_and_origin(lab):
 
 
 def test_a_flushed_agent_set_is_repaired_from_the_ledger(lab):
-    from f2b_ext.lab import sh
+    from f2b_ext.lab.netns import sh
     left, t0 = remote_left(lab, "b", "203.0.113.7"), time.monotonic()
     sh("ip", "netns", "exec", lab.ns["b"], "nft", "flush", "set", "inet", "f2b_ext", "fleet_agent_h4")
     assert "203.0.113.7" not in lab.kernel_set("b")
@@ -98,7 +98,7 @@ def test_a_flushed_agent_set_is_repaired_from_the_ledger(lab):
 
 
 def test_kill_9_of_the_agent_then_it_takes_over_and_catches_up(lab):
-    from f2b_ext.lab import sh
+    from f2b_ext.lab.netns import sh
     lab.stop_agent("b", signal.SIGKILL)
     assert "203.0.113.7" in lab.kernel_set("b")              # the kernel keeps enforcing
     sh("ip", "netns", "exec", lab.ns["b"], "nft", "delete", "element", "inet", "f2b_ext", "fleet_agent_h4",
@@ -129,7 +129,7 @@ def test_a_restart_of_fail2ban_on_a_lifts_nothing_elsewhere(lab):
 
 
 def test_c_cannot_publish_under_a_subject(lab):
-    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab.fleet import publish_as
     r = publish_as(lab, "c", "f2bx.bans.a", [event("a", "203.0.113.66")])
     assert r["acked"] == 0 and any("permissions violation for publish to" in e.lower() and "f2bx.bans.a" in e
                                    for e in r["errors"]), r
@@ -142,7 +142,7 @@ def test_c_cannot_publish_under_a_subject(lab):
                                         ("0.0.0.0/0", "wider than"),
                                         ("203.0.113.0/24", "fleet decision")])
 def test_c_banning_what_the_fleet_depends_on_is_refused_by_every_receiver(lab, target, why):
-    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab.fleet import publish_as
     r = publish_as(lab, "c", "f2bx.bans.c", [event("c", target)])
     assert r["acked"] == 1, r          # the bus carries it: C may publish on its own subject
     for n in "ab":
@@ -160,8 +160,8 @@ def test_a_peer_of_a_is_published_and_never_banned_by_the_fleet(lab):
     (its own dependency) and by B (A's)."""
     import subprocess
     import sys
-    from f2b_ext.fleetlab import publish_as
-    from f2b_ext.lab import sh
+    from f2b_ext.lab.fleet import publish_as
+    from f2b_ext.lab.netns import sh
     peer = "198.18.0.200"
     sh("ip", "-n", lab.hub, "addr", "add", f"{peer}/24", "dev", "br0")
     code_listen = ("import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
@@ -185,7 +185,7 @@ def test_a_peer_of_a_is_published_and_never_banned_by_the_fleet(lab):
 
 
 def test_expired_events_are_dropped_on_replay(lab):
-    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab.fleet import publish_as
     lab.stop_agent("b")
     publish_as(lab, "c", "f2bx.bans.c", [event("c", "203.0.113.70", end_in=3)])
     time.sleep(4)
@@ -212,10 +212,10 @@ def put_decision(lab, decision):
     """Write a fleet decision into the bucket as server a's agent would."""
     import subprocess
     import sys
-    from f2b_ext.fleetlab import PROJECT_DIR
+    from f2b_ext.lab.fleet import PROJECT_DIR
     code = f"""
 import asyncio, ssl, nats
-from f2b_ext.fleetagent import AgentConfig
+from f2b_ext.system.fleet_agent import AgentConfig
 cfg = AgentConfig.read({str(lab.agent_conf("a"))!r})
 async def main():
     nc = await nats.connect(servers=cfg.nats, user=cfg.user, password=cfg.password,
@@ -230,13 +230,13 @@ asyncio.run(main())
 
 
 def fleet_key(net):
-    from f2b_ext.fleet import decision_key
+    from f2b_ext.core.fleet import decision_key
     return decision_key(net)
 
 
 def test_a_prefix_escalated_again_after_its_fleet_ban_ended_gets_a_longer_one(lab):
     import ipaddress
-    from f2b_ext.fleet import FleetDecision
+    from f2b_ext.core.fleet import FleetDecision
     net, now = ipaddress.ip_network("203.0.112.0/24"), time.time()
     put_decision(lab, FleetDecision(net, now - 100, "a", ("a", "b"), now - 700, 1))     # the first: 10 min, ended
     for n, hs in {"a": (1, 2), "b": (3, 4), "c": (5, 6)}.items():
@@ -261,7 +261,7 @@ def test_one_server_alone_does_not_escalate(lab):
 
 
 def test_a_flooding_server_is_quarantined(lab):
-    from f2b_ext.fleetlab import publish_as
+    from f2b_ext.lab.fleet import publish_as
     flood = [event("c", f"198.18.{100 + i // 250}.{1 + i % 250}") for i in range(4000)]
     r = publish_as(lab, "c", "f2bx.bans.c", flood)
     assert r["acked"] == 4000, r

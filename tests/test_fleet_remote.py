@@ -1,5 +1,5 @@
 """Remote host bans written by the fleet agent itself (issue 17's scale part): the
-ledger's bound and provenance (f2b_ext/fleet.py), its SQLite store (fleetledger.py),
+ledger's bound and provenance (f2b_ext/core/fleet.py), its SQLite store (fleetledger.py),
 the nft text that retimes and removes without failing (nftset.py), the agent's batch
 path with a recording kernel (fleetagent.py), and the real kernel sets in a namespace
 (fleetsets.py; marked kernel)."""
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import is_root
-from f2b_ext import nftset, setsync
-from f2b_ext.fleet import Ledger, Policy, Receiver, make_event, parse_event, subject_for
-from f2b_ext.fleetagent import Agent, AgentConfig
-from f2b_ext.fleetledger import LedgerStore
+from f2b_ext.core import nftset, setsync
+from f2b_ext.core.fleet import Ledger, Policy, Receiver, make_event, parse_event, subject_for
+from f2b_ext.system.fleet_agent import Agent, AgentConfig
+from f2b_ext.system.fleet_ledger import LedgerStore
 
 NOW = 1_800_000_000.0
 net = ipaddress.ip_network
@@ -110,7 +110,7 @@ def test_an_unban_saved_deletes_the_rows(tmp_path):
 
 
 def test_the_ledger_lives_beside_its_own_spool():
-    from f2b_ext.fleetledger import default_path
+    from f2b_ext.system.fleet_ledger import default_path
     assert default_path("/var/lib/f2b-ext/fleet-spool.sqlite3") == "/var/lib/f2b-ext/fleet-ledger.sqlite3"
     assert default_path("/x/spool-b.sqlite3") == "/x/ledger-b.sqlite3"
     assert default_path("/x/queue.db") == "/x/queue-ledger.sqlite3"
@@ -138,7 +138,7 @@ class RecordingSets:
 
     def write(self, add=(), retime=(), remove=()):
         if self.fail:
-            from f2b_ext.fleetsets import KernelError
+            from f2b_ext.system.fleet_sets import KernelError
             raise KernelError("Could not process rule: No such file or directory")
         now = time.time()
         for n, left in list(add) + list(retime):
@@ -152,7 +152,7 @@ class RecordingSets:
 
     def setup(self):
         if self.fail:
-            from f2b_ext.fleetsets import KernelError
+            from f2b_ext.system.fleet_sets import KernelError
             raise KernelError("Operation not permitted")
 
     def held(self):
@@ -245,7 +245,7 @@ def test_the_check_repairs_a_flushed_kernel_and_takes_over_at_start(tmp_path):
 @pytest.mark.kernel
 @pytest.mark.skipif(not is_root(), reason="needs root and network namespaces")
 def test_agent_sets_in_the_kernel(lab_nft):
-    from f2b_ext.fleetsets import AgentSets
+    from f2b_ext.system.fleet_sets import AgentSets
     lab, in_netns = lab_nft
     h, g = net("203.0.113.7/32"), net("2001:db8::7/128")
     with in_netns(lab.server):
@@ -274,8 +274,8 @@ def test_agent_sets_in_the_kernel(lab_nft):
 # -- this server's dependencies, published: peers included --
 
 def test_peers_are_remembered_across_restarts_and_published_after_the_others(tmp_path, monkeypatch):
-    from f2b_ext import dependencies as deps
-    from f2b_ext import fleetagent, host
+    from f2b_ext.core import dependencies as deps
+    from f2b_ext.system import fleet_agent as fleetagent, host
     seen = {"peers": ["198.51.100.80"]}
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(
         found=deps.dependencies("resolver", ["192.0.2.53"]) + deps.dependencies("this-host", ["198.18.0.1"]),
@@ -293,7 +293,7 @@ def test_peers_are_remembered_across_restarts_and_published_after_the_others(tmp
 
 
 def test_a_dependency_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path, monkeypatch):
-    from f2b_ext import fleetagent, host
+    from f2b_ext.system import fleet_agent as fleetagent, host
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(problems=["routes (ip route): boom"]))
 
     def down():
@@ -304,8 +304,8 @@ def test_a_dependency_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path, mon
 
 
 def test_published_lists_are_capped_peers_first_to_go(tmp_path, monkeypatch):
-    from f2b_ext import dependencies as deps
-    from f2b_ext import fleetagent, host
+    from f2b_ext.core import dependencies as deps
+    from f2b_ext.system import fleet_agent as fleetagent, host
     monkeypatch.setattr(fleetagent, "PUBLISHED_MAX", 3)
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(found=deps.dependencies("gateway", ["192.0.2.1"]),
                                                               peers=[f"198.51.100.{i}" for i in range(1, 9)]))
@@ -329,7 +329,7 @@ def test_local_and_fleet_protection_are_looked_up_by_index():
 # -- `f2b-ext schedule` shows where a remote ban came from --
 
 def test_schedule_rows_for_the_agents_remote_bans(tmp_path):
-    from f2b_ext import schedule
+    from f2b_ext.core import schedule
     r = receiver()
     r.decide(ev("a"), NOW)
     r.decide(ev("b", proto=None, seq="2"), NOW + 1)

@@ -30,7 +30,7 @@ def shipped_settings(tmp_path) -> dict[str, dict[str, str]]:
     """{jail: {option: value}} of every shipped jail, enabled, as fail2ban's
     JailsReader turns them into server commands (stock jail.conf underneath)."""
     from fail2ban.client.jailsreader import JailsReader
-    from f2b_ext.f2b_filter import config_dir
+    from f2b_ext.system.filter_runner import config_dir
     conf = tmp_path / "fail2ban"
     shutil.copytree("/etc/fail2ban", conf)
     for stock in (conf / "jail.d").glob("*"):
@@ -73,7 +73,7 @@ def failed(f2b, jail: str) -> tuple[int, int]:
 
 @pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
 def test_a_forged_flood_is_held_for_findtime_only():
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     local = """[DEFAULT]
 ignoreself = false
 usedns = no

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from f2b_ext.lab import REMOTE_V4, REMOTE_V6, SERVER_V4, Lab, in_netns, until
-from f2b_ext.live import Rsyslog, apply_firewall, environment_problems
+from f2b_ext.lab.netns import REMOTE_V4, REMOTE_V6, SERVER_V4, Lab, in_netns, until
+from f2b_ext.lab.live import Rsyslog, apply_firewall, environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]
@@ -48,7 +48,7 @@ def jail_local(log: Path) -> str:
 def syn_scan(lab: Lab, src: str, ports=(23, 25, 80, 3389)):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
-    from f2b_ext.lab import SERVER_V6
+    from f2b_ext.lab.netns import SERVER_V6
     ip = IPv6(src=src, dst=SERVER_V6) if ":" in src else IP(src=src, dst=SERVER_V4)
     lab.send(*[ip / TCP(sport=41000 + p, dport=p, flags="S") for p in ports])
 
@@ -67,7 +67,7 @@ def covers(ban: str, addr: str) -> bool:
 
 
 def test_forged_sources_never_ban_a_dependency():
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     work = Path(tempfile.mkdtemp(prefix="f2bx-deps-"))
     rsyslog = f2b = etc = listener = None
     held = []
@@ -153,6 +153,6 @@ def test_forged_sources_never_ban_a_dependency():
 
 
 def _sockets(lab: Lab) -> str:
-    from f2b_ext.dependencies import proc_tcp_peers
+    from f2b_ext.core.dependencies import proc_tcp_peers
     rows = lab.server_sh("cat", "/proc/net/tcp").splitlines()[1:]
     return " ".join(proc_tcp_peers(rows))

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import ROOT, is_root, jail_backends
 from test_jails import DEBIAN_SYSLOG_BACKEND
-from f2b_ext import install as plan
-from f2b_ext.installer import fail2ban_python
+from f2b_ext.core import install as plan
+from f2b_ext.system.install import fail2ban_python, package_sources
 
 # --- the planner (pure) ---------------------------------------------------------------
 
@@ -111,7 +111,7 @@ def test_overriding_locals_and_enabled_jails():
 # --- the command on a temp root -------------------------------------------------------
 
 def f2b_ext(*args):
-    return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
 
 
@@ -266,8 +266,8 @@ def test_errors_are_one_line(tmp_path, setup, message):
 @pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
     """Only the installed tree and the installed f2b_ext (not this checkout) are used."""
-    from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab, until
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    from f2b_ext.lab.netns import Lab, until
     from test_jails import line
     assert f2b_ext("install", "--root", str(machine)).returncode == 0
     local = ("[DEFAULT]\nignoreself = false\n\n[sshd]\nenabled = false\n\n"
@@ -291,13 +291,32 @@ def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
 # --- what goes into fail2ban's Python; modes whatever the umask ------------------------
 
 def test_imported_modules_reads_every_form_of_import():
-    src = ("from . import escalation, host\nfrom .nftset import x\nimport f2b_ext.ipset\n"
-           "from f2b_ext.f2b_action import A\nfrom f2b_ext import report\nimport os\n"
+    src = ("from . import escalation, host\nfrom .nftset import x\nimport pkg.ipset\n"
+           "from pkg.f2b_action import A\nfrom pkg import report\nimport os\n"
            "def later():\n    from .lab import Lab\n")
-    assert plan.imported_modules(src) == {"escalation", "host", "nftset", "ipset", "f2b_action", "report", "lab"}
+    # `from M import y` names M.y too: y may be a submodule (resolve() keeps what exists)
+    assert plan.imported_modules(src, package="pkg") == {"escalation", "host", "nftset", "nftset.x", "ipset", "f2b_action",
+                                          "f2b_action.A", "report", "lab", "lab.Lab"}
 
 
-def test_fail2ban_modules_follow_every_import_but_never_into_the_lab():
+def test_imported_modules_reads_relative_imports_from_inside_a_subpackage():
+    src = "from . import nftset\nfrom ..core.escalation import Escalator\nfrom .. import errors\nfrom ... import x\n"
+    assert plan.imported_modules(src, module="plugins.nftset") == {
+        "plugins", "plugins.nftset", "core.escalation", "core.escalation.Escalator", "errors"}
+    modules = {"__init__": "", "errors": "", "core.__init__": "", "core.escalation": "", "plugins.__init__": ""}
+    assert plan.resolve("core.escalation", modules) == ["core.escalation", "core.__init__"]
+    assert plan.resolve("core", modules) == ["core.__init__"]
+    assert plan.resolve("core.escalation.Escalator", modules) == []
+
+
+@pytest.fixture
+def flat_lab(monkeypatch):
+    """The examples' own lab and runtime entries, whatever the package's layout."""
+    monkeypatch.setattr(plan, "LAB_MODULES", frozenset({"lab", "live"}))
+    monkeypatch.setattr(plan, "RUNTIME_ENTRIES", ("__init__", "__main__", "synwatcher"))
+
+
+def test_fail2ban_modules_follow_every_import_but_never_into_the_lab(flat_lab):
     modules = {"__init__": "", "__main__": "from .cli import main", "synwatcher": "",
                "cli": "def demo():\n    from .live import run\n", "live": "from . import lab",
                "lab": "", "plugin": "def ban():\n    from .core import decide\n", "core": "", "unused": ""}
@@ -305,23 +324,39 @@ def test_fail2ban_modules_follow_every_import_but_never_into_the_lab():
     assert plan.fail2ban_modules(modules, [action]) == ["__init__", "__main__", "cli", "core", "plugin", "synwatcher"]
 
 
+def test_fail2ban_modules_follow_subpackages_and_take_their_init(flat_lab):
+    modules = {"__init__": "", "__main__": "from .cli import main", "synwatcher": "",
+               "cli.__init__": "from . import demo\n", "cli.demo": "def run():\n    from ..lab import netns\n",
+               "lab.__init__": "", "lab.netns": "",
+               "plugins.__init__": "", "plugins.nftset": "from ..core import nftset\n",
+               "core.__init__": "", "core.nftset": "from . import escalation\n", "core.escalation": "",
+               "core.unused": ""}
+    action = "from f2b_ext.plugins.nftset import NftSetAction as Action"
+    assert plan.fail2ban_modules(modules, [action]) == [
+        "__init__", "__main__", "cli.__init__", "cli.demo", "core.__init__", "core.escalation", "core.nftset",
+        "plugins.__init__", "plugins.nftset", "synwatcher"]
+
+
 def test_the_shipped_plugins_never_need_the_lab():
     """What fail2ban-server itself imports (action.d/*.py, followed through every import)
     reaches no lab module even without the barrier: the barrier only cuts `f2b-ext demo`."""
-    modules = {p.stem: p.read_text() for p in (ROOT / "f2b_ext").glob("*.py")}
-    todo, seen = [m for a in (ROOT / "action.d").glob("*.py") for m in plan.imported_modules(a.read_text())], set()
+    modules = package_sources(ROOT / "f2b_ext")
+    todo = [m for a in (ROOT / "action.d").glob("*.py") for n in plan.imported_modules(a.read_text())
+            for m in plan.resolve(n, modules)]
+    seen = set()
     while todo:
         name = todo.pop()
-        if name in modules and name not in seen:
+        if name not in seen:
             seen.add(name)
-            todo += plan.imported_modules(modules[name])
-    assert {"f2b_action", "f2b_nftset", "f2b_ipset"} <= seen and not seen & plan.LAB_MODULES
-    users = {m for m, src in modules.items() if m not in plan.LAB_MODULES and plan.imported_modules(src) & plan.LAB_MODULES}
-    assert users == {"cli"}
+            todo += [m for n in plan.imported_modules(modules[name], module=name) for m in plan.resolve(n, modules)]
+    assert len(seen) > 5 and not any(map(plan.is_lab, seen))
+    users = {m for m, src in modules.items() if not plan.is_lab(m)
+             and any(plan.is_lab(r) for n in plan.imported_modules(src, module=m) for r in plan.resolve(n, modules))}
+    assert users and all(m.split(".")[0] == "cli" for m in users), users
 
 
 def test_plan_install_removes_what_we_no_longer_ship_unless_changed():
-    old, edited = "usr/lib/py/f2b_ext/lab.py", "usr/lib/py/f2b_ext/live.py"
+    old, edited = "usr/lib/py/f2b_ext/lab/netns.py", "usr/lib/py/f2b_ext/lab/live.py"
     manifest = {old: plan.digest(b"lab"), edited: plan.digest(b"live")}
     steps = plan.plan_install(OURS, {old: b"lab", edited: b"live, edited"}, manifest)
     verbs = {s.path: s.verb for s in steps}
@@ -336,9 +371,9 @@ def test_the_installed_copy_holds_no_lab_code(machine):
     r = f2b_ext("install", "--root", str(machine))
     assert r.returncode == 0, r.stdout + r.stderr
     installed = site(machine) / "f2b_ext"
-    names = {p.stem for p in installed.glob("*.py")}
-    assert {"f2b_action", "f2b_nftset", "f2b_ipset", "f2b_setaction", "synwatcher", "__main__"} <= names
-    assert not names & plan.LAB_MODULES and not (installed / "data").exists()
+    names = set(package_sources(installed))
+    assert {"f2b_action", "f2b_nftset", "f2b_ipset", "f2b_setaction", "f2b_fleet", "__main__"} <= names
+    assert not any(map(plan.is_lab, names)) and not (installed / "data").exists()
     for path in installed.rglob("*"):
         if path.is_file():
             text = path.read_bytes()
@@ -346,7 +381,7 @@ def test_the_installed_copy_holds_no_lab_code(machine):
     # the part the admin meets through it says so in one line, no traceback
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site(machine))}
     python = fail2ban_python(shutil.which("fail2ban-server"))
-    for args, what in ((["demo"], "f2b_ext.live is not in"), (["test"], "f2b_ext/data/samples is missing")):
+    for args, what in ((["demo"], "is not in " + str(installed)), (["test"], "f2b_ext/data/samples is missing")):
         r = subprocess.run([python, "-m", "f2b_ext", *args], capture_output=True, text=True, cwd="/", env=env)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and what in r.stderr, r.stderr
 
@@ -356,7 +391,7 @@ def test_an_upgrade_takes_away_the_lab_an_older_install_copied(machine):
     installed, manifest = site(machine) / "f2b_ext", machine / plan.MANIFEST
     files, dirs = plan.parse_manifest(manifest.read_text())
     lab = installed / "lab.py"                          # what an older f2b-ext install copied
-    lab.write_bytes((ROOT / "f2b_ext" / "lab.py").read_bytes())
+    lab.write_bytes(b"# the lab, as an older install copied it\n")
     files[str(lab.relative_to(machine))] = plan.digest(lab.read_bytes())
     manifest.write_text(plan.format_manifest(files, dirs, "0.0.9"))
     r = f2b_ext("install", "--root", str(machine), "-v")
@@ -395,7 +430,7 @@ def test_install_modes_do_not_depend_on_the_umask(machine, tmp_path, umask):
 def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypatch):
     """Seen at the moment of the rename: the temporary is in the target's directory, was
     created 0600 (before its content went in) and has its final mode only then."""
-    from f2b_ext import installer
+    from f2b_ext.system import install as installer
     seen = []
     real_mkstemp, real_replace = installer.tempfile.mkstemp, installer.os.replace
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from conftest import FakeJail, info, is_root
-from f2b_ext import ipset
-from f2b_ext.lab import until
+from f2b_ext.core import ipset
+from f2b_ext.lab.netns import until
 
 kernel = pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 
@@ -46,8 +46,9 @@ def test_rules_per_direction():
             ipset.rules("j", *bad)
 
 
+@pytest.mark.fail2ban          # imports the fail2ban action
 def test_bad_parameters_name_themselves():
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(blocktype="tarpit"), "blocktype: 'tarpit'")):
         act = IpsetNetAction(FakeJail("b"), "ipset-net", **kwargs)
         assert text in act.fault
@@ -63,7 +64,7 @@ def listing(lab, name):
 @pytest.mark.kernel
 def test_hosts_and_subnets_coexist_block_and_time_out(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     lab.server_sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "ACCEPT")   # the admin's own
     with in_netns(lab.server):
         act = IpsetNetAction(FakeJail("lab-jail"), "ipset-net", batch="0", checkinterval="0")
@@ -96,7 +97,7 @@ def test_hosts_and_subnets_coexist_block_and_time_out(lab_nft):
 @pytest.mark.kernel
 def test_an_outbound_jail_blocks_egress(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     listener = lab.listen(443)
     try:
         assert lab.connect_from_server("203.0.113.66", 443)
@@ -115,7 +116,7 @@ def test_an_outbound_jail_blocks_egress(lab_nft):
 @pytest.mark.kernel
 def test_rules_flushed_are_repaired_by_the_watchdog_and_flush_empties_the_sets(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     jail = FakeJail("w")
     jail.add_ban("198.51.100.9")
     jail.add_ban("203.0.113.0/24")
@@ -141,7 +142,7 @@ def test_rules_flushed_are_repaired_by_the_watchdog_and_flush_empties_the_sets(l
 @pytest.mark.kernel
 def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     jail = FakeJail("r")
     jail.add_ban("203.0.113.66")                                # fail2ban lists a ban before any action sees it
     with in_netns(lab.server):

@@ -59,7 +59,7 @@ def ipfw(src: str, dpt: int) -> str:
 def synwatch(source: str, count: int = 65, port: int = 80) -> str:
     """A line as `f2b-ext synwatch` writes it to its file."""
     import ipaddress
-    from f2b_ext.synwatch import Offender, offender_line
+    from f2b_ext.core.synwatch import Offender, offender_line
     net = ipaddress.ip_network(source)
     addresses = None if net.prefixlen == net.max_prefixlen else count
     return f"{stamp()} f2b-ext-synwatch[812]: " + offender_line(Offender(net, count, port, 0, addresses))
@@ -83,7 +83,7 @@ DEBIAN_SYSLOG_BACKEND = {"12": "auto", "13": "systemd"}
 def test_backend_is_chosen_like_stock_jails():
     """Debian's paths file decides by release (DEBIAN_SYSLOG_BACKEND); Arch's says systemd
     (the journal, logpath unused). fail2ban's own JailsReader resolves it."""
-    from f2b_ext.f2b_filter import config_dir
+    from f2b_ext.system.filter_runner import config_dir
     import shutil, tempfile
     debian = DEBIAN_SYSLOG_BACKEND[Path("/etc/debian_version").read_text().split(".")[0]]
     for paths, want in (("paths-debian.conf", debian), ("paths-arch.conf", "systemd")):
@@ -103,8 +103,8 @@ def test_backend_is_chosen_like_stock_jails():
 @pytest.mark.kernel
 @pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
 def test_enabled_jails_start_and_ban_what_they_are_for():
-    from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab, until
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    from f2b_ext.lab.netns import Lab, until
     # the namespace has no resolver: fail2ban's ignoreself would stall on looking up
     # this host's names (the filter never bans the server itself anyway)
     local = ("[DEFAULT]\nignoreself = false\n\n"

@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from conftest import is_root
-from f2b_ext import netfilter as nf
+from f2b_ext.core import netfilter as nf
 
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")]
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.kernel,
 @pytest.fixture(scope="module")
 def captured():
     import kernel_cases as kc
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     out = {}
     with Lab() as lab:
         for profile in ("firewalld", "nft-all"):
@@ -58,7 +58,7 @@ def test_container_host_fresh_lines(runner):
     SYN to the published port (forwarded into docker0) is banned; the container's own
     traffic, out or to the host, and every answer are not (filter and core alike)."""
     import kernel_cases as kc
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     with Lab() as lab:
         pairs = kc.capture_container(lab)
     names = {case.name for case, _ in pairs if case}

@@ -10,12 +10,12 @@ pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not is_root(), reason="need
 
 
 def namespaces() -> set[str]:
-    from f2b_ext.lab import sh
+    from f2b_ext.lab.netns import sh
     return {line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.strip()}
 
 
 def test_a_setup_failing_half_way_leaves_no_namespace_and_restores_sysctls():
-    from f2b_ext.lab import NF_LOG_ALL_NETNS, Lab, LabError, sh
+    from f2b_ext.lab.netns import NF_LOG_ALL_NETNS, Lab, LabError, sh
     lab = Lab()
     before = NF_LOG_ALL_NETNS.read_text()
     sh("ip", "netns", "add", lab.remote)          # someone else's: the lab's second `netns add` fails

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from f2b_ext.live import SETUPS, LiveLab, LiveSettings, apply_firewall, environment_problems
+from f2b_ext.lab.live import SETUPS, LiveLab, LiveSettings, apply_firewall, environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]

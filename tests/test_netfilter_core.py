@@ -8,7 +8,7 @@ import itertools
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from f2b_ext import netfilter as nf
+from f2b_ext.core import netfilter as nf
 from linegen import netfilter_line
 
 HEAD = "Nov 21 08:08:21 host kernel: [  444.910152] FINAL_REJECT: "
@@ -93,6 +93,18 @@ def test_other_protocols(runner, proto):
         assert found[0].groups["proto"] == proto
 
 
+@pytest.mark.parametrize("number", range(256))
+def test_icmptypes_icmp6types_and_neverprotos_are_parameters_of_both(runner, number):
+    """The filter's [Init] icmptypes, icmp6types and neverprotos: the core reads them too,
+    so `f2b-ext test` explains a jail that sets them as fail2ban judges it."""
+    opts = dict(icmptypes="0|8", icmp6types="128|129|135", neverprotos="2|47|41")
+    for line, want in ((HEAD + IN4 + f"PROTO=ICMP TYPE={number} CODE=0 ", number in (0, 8)),
+                       (HEAD + IN6 + f"PROTO=ICMPv6 TYPE={number} CODE=0 ", number in (128, 129, 135)),
+                       (HEAD + IN4 + f"PROTO={number} ", number not in (2, 47, 41))):
+        verdict, found = both(runner, line, **opts)
+        assert verdict.attempt is want and bool(found) is want, (line, verdict.reason)
+
+
 @pytest.mark.parametrize("sport", sorted(set(nf.DEFAULT_REPLY_PORTS) | {0, 1, 52, 54, 530, 1230, 5300, 65535}))
 def test_udp_reply_ports(runner, sport):
     line = HEAD + IN4 + f"PROTO=UDP SPT={sport} DPT=9 LEN=20 "
@@ -128,6 +140,11 @@ def test_policy_rejects_bad_parameters():
         nf.Policy.from_filter_options({"protocols": "GRE or TCP"})
     with pytest.raises(ValueError, match="unknown"):
         nf.Policy.from_filter_options({"directoin": "out"})
+    for key in ("icmptypes", "icmp6types", "neverprotos"):
+        with pytest.raises(ValueError, match=key):
+            nf.Policy.from_filter_options({key: "8,13"})
+        with pytest.raises(ValueError, match=key):
+            nf.Policy.from_filter_options({key: "256"})
 
 
 POLICIES = [dict(), dict(direction="out"), dict(direction="any"), dict(mode="aggressive"),

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import FakeJail, info, is_root
-from f2b_ext import nftset
-from f2b_ext.lab import until
+from f2b_ext.core import nftset
+from f2b_ext.lab.netns import until
 
 
 def test_sets_by_family_and_prefix_length():
@@ -53,7 +53,7 @@ def test_neighbour_discovery_passes_every_chain_first():
 
 
 def test_the_kernels_elements_read_from_json():
-    from f2b_ext.f2b_nftset import elements
+    from f2b_ext.core.nftset import elements
     answer = {"nftables": [{"metainfo": {}}, {"set": {"name": "j_n4_24", "elem": [
         {"elem": {"val": "198.51.100.5", "timeout": 600, "expires": 597}}, "198.51.100.6",
         {"elem": {"val": {"prefix": {"addr": "203.0.113.0", "len": 24}}, "timeout": 60, "expires": 59}},
@@ -90,7 +90,7 @@ kernel = pytest.mark.skipif(not is_root(), reason="needs root for a network name
 @pytest.mark.kernel
 def test_hosts_and_subnets_coexist_and_time_out(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     with in_netns(lab.server):
         act = NftSetAction(FakeJail("lab-jail"), "nftset", batch="0", checkinterval="0")
         act.start()
@@ -117,7 +117,7 @@ def test_hosts_and_subnets_coexist_and_time_out(lab_nft):
 @pytest.mark.kernel
 def test_rebuilt_after_a_ruleset_flush(lab_nft):
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     jail = FakeJail("j")
     jail.add_ban("198.51.100.5")
     with in_netns(lab.server):
@@ -139,7 +139,7 @@ def test_the_watchdog_repairs_without_a_ban(lab_nft):
     """`systemctl restart nftables` flushes the ruleset and no ban follows: the
     watchdog notices within checkinterval and refills from the ban list."""
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     jail = FakeJail("w")
     jail.add_ban("198.51.100.9")
     with in_netns(lab.server):
@@ -159,7 +159,7 @@ def test_the_watchdog_repairs_without_a_ban(lab_nft):
 def test_flush_empties_every_set_at_once(lab_nft):
     """fail2ban's unban-all calls flush(); True means no per-ban unban follows."""
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     with in_netns(lab.server):
         act = NftSetAction(FakeJail("f"), "nftset", batch="0", checkinterval="0")
         act.start()
@@ -171,8 +171,9 @@ def test_flush_empties_every_set_at_once(lab_nft):
         act.stop()
 
 
+@pytest.mark.fail2ban          # imports the fail2ban action
 def test_bad_parameters_name_themselves():
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     for kwargs, text in ((dict(batch="soon"), "batch: 'soon'"), (dict(checkinterval="-1"), "checkinterval: '-1'"),
                          (dict(direction="up"), "direction: 'up'")):
         act = NftSetAction(FakeJail("b"), "nftset", **kwargs)
@@ -187,7 +188,7 @@ def test_a_banned_host_gets_no_answer(lab_nft):
     """The kernel, not the listing: a SYN from a banned /24 gets no RST back."""
     lab, in_netns = lab_nft
     from scapy.layers.inet import IP, TCP
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     log = lab.kernel_log()
     lab.server_sh("iptables", "-A", "OUTPUT", "-j", "LOG", "--log-prefix", "ANSWER: ")
     lab.send(IP(src="198.51.100.20", dst="192.0.2.1", id=3001) / TCP(sport=40000, dport=23, flags="S"))
@@ -207,7 +208,7 @@ def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft)
     """fail2ban-client reload hands the action its new parameters: the input chains
     go, output chains come, the set and its elements stay."""
     lab, in_netns = lab_nft
-    from f2b_ext.f2b_nftset import NftSetAction
+    from f2b_ext.plugins.nftset import NftSetAction
     jail = FakeJail("r")
     jail.add_ban("203.0.113.66")                                # fail2ban lists a ban before any action sees it
     with in_netns(lab.server):
@@ -228,7 +229,7 @@ def test_reload_to_another_direction_moves_the_rules_and_keeps_the_bans(lab_nft)
 RACE = """
 import sys, threading
 sys.path.insert(0, sys.argv[1])
-from f2b_ext.f2b_nftset import NftSetAction
+from f2b_ext.plugins.nftset import NftSetAction
 
 def action():
     a = object.__new__(NftSetAction)      # only _cmd is used: no jail, no fail2ban
@@ -264,3 +265,20 @@ def test_two_jails_listing_their_sets_at_once_never_abort_fail2ban(lab_nft):
     r = subprocess.run(["ip", "netns", "exec", lab.server, sys.executable, "-c", RACE, str(ROOT)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "survived", (r.returncode, r.stderr[-500:])
+
+
+def test_a_jails_elements_are_read_from_its_sets_only():
+    """jail_elements reads `nft -j list sets` and keeps the jail's host and prefix sets."""
+    from f2b_ext.core.nftset import jail_elements, jail_key, set_name
+    import ipaddress
+    import json
+    net = ipaddress.ip_network("203.0.113.0/24")
+    listing = {"nftables": [
+        {"set": {"name": f"{jail_key('web')}_h4", "elem": [{"elem": {"val": "192.0.2.7", "expires": 90}}]}},
+        {"set": {"name": set_name("web", net), "elem": [{"prefix": {"addr": "203.0.113.0", "len": 24}}]}},
+        {"set": {"name": f"{jail_key('mail')}_h4", "elem": ["198.51.100.1"]}},
+    ]}
+    asked = []
+    held = jail_elements("web", lambda *args: asked.append(args) or json.dumps(listing))
+    assert asked == [("-j", "list", "sets", "table", "inet", "f2b_ext")]
+    assert held == {ipaddress.ip_network("192.0.2.7/32"): 90.0, net: None}

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import SAMPLES, assert_sample
-from f2b_ext.samples import read_cases
+from f2b_ext.system.samples import read_cases
 
 FILTERS = ("ipfw", "synrecv")
 CASES = [(name, c) for name in FILTERS for c in read_cases(SAMPLES / name)]

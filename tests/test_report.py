@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, SAMPLES, cli_as, is_root
-from f2b_ext import netfilter as nf
-from f2b_ext import report
+from f2b_ext.core import netfilter as nf
+from f2b_ext.core import report
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc).timestamp()
 MAC = "MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
@@ -92,7 +92,7 @@ def f2b_ext(*args, **kw):
     dependencies (its live connections would change the answers)."""
     if args and args[0] == "report":
         args = (*args, "--no-dependencies")
-    return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, **kw)
 
 
@@ -234,6 +234,19 @@ def test_report_text_reads_well_in_a_pipe(known_file):
     assert chart[0].split()[-1] == "18"
 
 
+@pytest.mark.fail2ban                     # fail2ban reads the filter spec, as a jail's
+def test_report_reads_the_jails_filter_parameters(known_file):
+    """A jail with neverprotos=2|47 never counts GRE: nor does a report with its filter."""
+    r = f2b_ext("report", str(known_file), "--json", "--filter", "netfilter[neverprotos=2|47]")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["kinds"]["attempt"] == KNOWN["kinds"]["attempt"] - 3 and got["kinds"]["other"] == 3
+    assert "203.0.113.200" not in {s["address"] for s in got["top_sources"]}
+    for spec, says in (("netfilter[icmptypes=8,13]", "icmptypes"), ("synrecv", "not 'synrecv'")):
+        r = f2b_ext("report", str(known_file), "--filter", spec)
+        assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("/nonexistent/netfilter.log",), "/nonexistent/netfilter.log: no such file"),
     (("/tmp",), "/tmp: is a directory"),
@@ -265,7 +278,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     big = tmp_path / "big.log"
     big.write_text("\n".join(known_log()[:40] * 500) + "\n")          # 20,000 lines
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "f2b_ext.cli", "report", str(big), "--json"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "f2b_ext", "report", str(big), "--json"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=follower, text=True)
     os.close(follower)
     stdout, _ = proc.communicate(timeout=120)
@@ -299,8 +312,8 @@ def test_report_on_the_captured_samples_is_consistent():
 def test_report_on_what_the_kernel_logged_in_the_live_lab():
     """Traffic sent on purpose, logged by the seeds' firewall through rsyslog: the
     report's answers are what was sent."""
-    from f2b_ext.lab import until
-    from f2b_ext.live import LiveLab, LiveSettings
+    from f2b_ext.lab.netns import until
+    from f2b_ext.lab.live import LiveLab, LiveSettings
     hosts = [f"203.0.113.{h}" for h in range(20, 26)]
     with LiveLab(LiveSettings(fail2ban=False)) as live:
         for h in hosts:
@@ -325,7 +338,7 @@ def test_report_on_what_the_kernel_logged_in_the_live_lab():
 def test_report_marks_a_line_claiming_this_machines_gateway(tmp_path):
     """Without --no-dependencies the report reads this machine's dependencies: a scan
     "from" its gateway is listed as framing."""
-    from f2b_ext.host import gather
+    from f2b_ext.system.host import gather
     gateway = next((str(d.net.network_address) for d in gather().found
                     if d.source == "gateway" and d.net.version == 4), None)
     if gateway is None:
@@ -335,7 +348,7 @@ def test_report_marks_a_line_claiming_this_machines_gateway(tmp_path):
         f"2026-11-21T08:00:0{p}+00:00 fw kernel: [ 1.0] FINAL_REJECT: IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 "
         f"SRC={gateway} DST=198.51.100.1 LEN=60 TOS=0x00 PREC=0x00 TTL=51 ID=5 DF PROTO=TCP SPT=40000 DPT=2{p} "
         "WINDOW=1024 RES=0x00 SYN URGP=0\n" for p in range(3)))
-    r = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "report", str(log), "--json"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", "report", str(log), "--json"], capture_output=True,
                        text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)

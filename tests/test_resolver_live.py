@@ -48,7 +48,7 @@ class NxdomainResolver:
     that knows no name), on port 53 of `address` in namespace `ns`."""
 
     def __init__(self, ns: str, address: str):
-        from f2b_ext.lab import in_netns
+        from f2b_ext.lab.netns import in_netns
         with in_netns(ns):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, 53))
@@ -80,7 +80,7 @@ class NxdomainResolver:
 def run(lab, resolver: str, work: Path, scanner: str) -> tuple[float, float, float, float, str]:
     """(seconds to start, to reload, from the third line to the ban, to restart with the
     ban restored; the server's log) with /etc/resolv.conf naming `resolver`."""
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     resolv, etc_systemd = work / f"resolv-{resolver}.conf", work / f"systemd-{resolver}"
     resolv.write_text(RESOLV.format(resolver))
     # a copy of /etc/systemd with our timesyncd.conf, bound over the directory: the file
@@ -124,7 +124,7 @@ def run(lab, resolver: str, work: Path, scanner: str) -> tuple[float, float, flo
 
 
 def test_a_dead_resolver_delays_neither_start_nor_bans(tmp_path, capsys):
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     with Lab() as lab:
         # the dead resolver: the remote namespace drops every packet to it
         lab.remote_sh("nft", "-f", "-", input=f"""table inet f2bx_dead_resolver {{

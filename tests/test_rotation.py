@@ -1,10 +1,10 @@
-"""The pure parts of the logrotate hooks (f2b_ext/rotation.py): which jails read a log,
+"""The pure parts of the logrotate hooks (f2b_ext/system/rotation.py): which jails read a log,
 fail2ban's first-line hash, and when every jail has read the old file to its end."""
 from __future__ import annotations
 
 import hashlib
 
-from f2b_ext import rotation
+from f2b_ext.system import rotation
 
 
 def test_jails_reading_a_log():

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from f2b_ext.live import LiveLab, LiveSettings, environment_problems
+from f2b_ext.lab.live import LiveLab, LiveSettings, environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]
@@ -53,7 +53,7 @@ def logrotate_conf(live) -> str:
 
 def flood(live, sources, seconds: float):
     """One SYN from each source, spread over `seconds`, as raw frames from the remote end."""
-    from f2b_ext.lab import in_netns, syn_frame
+    from f2b_ext.lab.netns import in_netns, syn_frame
     with in_netns(live.lab.remote):
         tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind((live.lab.remote_if, 0))

@@ -32,7 +32,7 @@ REAL_ATTACKER, FORGED_USER, FORGED_KERN = "198.51.100.98", "198.51.100.166", "19
 
 
 def wait_for(path: Path, text: str, timeout: float = 10.0) -> bool:
-    from f2b_ext.lab import until
+    from f2b_ext.lab.netns import until
     return bool(until(lambda: path.exists() and text in path.read_text(errors="replace"), timeout, every=0.1))
 
 
@@ -88,7 +88,7 @@ def banned(confdir, log: Path) -> set[str]:
 
 
 def test_forged_kernel_lines(rsyslog, confdir):
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     with Lab() as lab:
         lab.server_sh("iptables", "-A", "INPUT", "-j", "LOG", "--log-prefix", "FINAL_REJECT: ")
         from scapy.layers.inet import IP, TCP
@@ -126,7 +126,7 @@ def test_forged_kernel_lines(rsyslog, confdir):
 JOURNAL_HELPER = r'''
 import json, os, subprocess, sys, time
 sys.path[:0] = [sys.argv[1]]
-from f2b_ext.lab import Lab
+from f2b_ext.lab.netns import Lab
 from scapy.layers.inet import IP, TCP
 confdir, real, forged_native, forged_syslog = sys.argv[2:6]
 # a private journald: tmpfs over its runtime dirs, in this mount namespace only
@@ -165,7 +165,7 @@ try:
     out = subprocess.run(["fail2ban-regex", "-c", confdir, "--raw", "-o", "ip",
                           "systemd-journal[journalpath=/run/log/journal]", "netfilter"],
                          capture_output=True, text=True)
-    report = subprocess.run([sys.executable, "-m", "f2b_ext.cli", "report", "--journal-dir", "/run/log/journal",
+    report = subprocess.run([sys.executable, "-m", "f2b_ext", "report", "--journal-dir", "/run/log/journal",
                              "--json", "--top", "1000000"], capture_output=True, text=True, cwd=sys.argv[1])
     print(json.dumps({"transports": transports, "banned": out.stdout.split(), "err": out.stderr[-2000:],
                       "report": report.stdout, "report_err": report.stderr}))

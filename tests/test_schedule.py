@@ -13,12 +13,12 @@ import time
 import pytest
 
 from conftest import ROOT, cli_as, escalate_jail, is_root
-from f2b_ext import schedule
+from f2b_ext.core import schedule
 
 
 def f2b_ext(*args, user: str | None = None):
     if not user:
-        return subprocess.run([sys.executable, "-m", "f2b_ext.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "f2b_ext", *args], capture_output=True, text=True, cwd=ROOT,
                               timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     return cli_as(user, *args)
 
@@ -60,7 +60,7 @@ def test_timeline_orders_by_end_and_renders_now():
 
 @pytest.mark.skipif(not is_root(), reason="runs fail2ban-server as nobody (needs root to switch)")
 def test_schedule_of_a_real_fail2ban():
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     jails = escalate_jail('hosts=3, bogons=none, schedule="2h"') + \
         "\n[plain]\nenabled = true\nfilter = netfilter\nlogpath = {log}\nbackend = polling\nbantime = -1\n"
     server = Fail2banServer(jails)

@@ -9,9 +9,9 @@ import logging
 import pytest
 
 from conftest import FakeJail, info, is_root
-from f2b_ext import ipset, nftset
-from f2b_ext.f2b_setaction import BackendError
-from f2b_ext.lab import until
+from f2b_ext.core import ipset, nftset
+from f2b_ext.plugins.set_action import BackendError
+from f2b_ext.lab.netns import until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")]
 BACKENDS = ("nftset", "ipset-net")
@@ -21,9 +21,9 @@ N = ipaddress.ip_network
 def make(backend, jail, **params):
     params = dict(dict(batch="0", checkinterval="0"), **params)
     if backend == "nftset":
-        from f2b_ext.f2b_nftset import NftSetAction
+        from f2b_ext.plugins.nftset import NftSetAction
         return NftSetAction(jail, "nftset", **params)
-    from f2b_ext.f2b_ipset import IpsetNetAction
+    from f2b_ext.plugins.ipset_net import IpsetNetAction
     return IpsetNetAction(jail, "ipset-net", **params)
 
 
@@ -218,7 +218,7 @@ def neighbour_answered(lab, src: str) -> bool:
     import time
     from scapy.layers.inet6 import IPv6, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr
     from scapy.layers.l2 import Ether
-    from f2b_ext.lab import SERVER_V6, in_netns
+    from f2b_ext.lab.netns import SERVER_V6, in_netns
     target = ipaddress.ip_address(SERVER_V6)
     group = "ff02::1:ff" + target.exploded[-7:].replace(":", "")[:2] + ":" + target.exploded[-4:]
     mac = "33:33:ff:" + ":".join(target.exploded.replace(":", "")[-6:][i:i + 2] for i in (0, 2, 4))
@@ -244,7 +244,7 @@ def neighbour_answered(lab, src: str) -> bool:
 def test_a_banned_neighbour_still_gets_neighbour_discovery(lab_nft, backend):
     """Issue 13: banning the neighbour's address (or its /64) must not cut the link:
     ICMPv6 types 133-137 pass the jail's rules; everything else from it is dropped."""
-    from f2b_ext.lab import REMOTE_V6
+    from f2b_ext.lab.netns import REMOTE_V6
     lab, in_netns = lab_nft
     jail = FakeJail("nd")
     for net in (REMOTE_V6, "2001:db8:f2b::/64"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from f2b_ext import ipset, setsync
+from f2b_ext.core import ipset, setsync
 
 N = ipaddress.ip_network
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, is_root
-from f2b_ext import synwatch as sw
+from f2b_ext.core import synwatch as sw
 
 V4 = lambda a: (4, int(ipaddress.IPv4Address(a)))
 V6 = lambda a: (6, int(ipaddress.IPv6Address(a)))
@@ -207,7 +207,7 @@ def test_offender_lines_are_what_filter_synrecv_bans(runner):
 
 
 def test_shipped_samples_through_fail2ban_regex(confdir, tmp_path):
-    from f2b_ext.samples import read_cases
+    from f2b_ext.system.samples import read_cases
     cases = [c for c in read_cases(ROOT / "tests" / "samples" / "synrecv") if not c.options]
     log = tmp_path / "synwatch.log"
     log.write_text("\n".join(c.line for c in cases) + "\n")
@@ -252,8 +252,8 @@ def test_systemd_unit_is_valid_and_runs_the_command():
 @pytest.mark.kernel
 @pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
 def test_both_readers_see_exactly_what_ss_sees():
-    from f2b_ext.lab import Lab, in_netns
-    from f2b_ext.synwatcher import NetlinkReader, ProcReader
+    from f2b_ext.lab.netns import Lab, in_netns
+    from f2b_ext.system.synwatch import NetlinkReader, ProcReader
     with Lab() as lab:
         lab.mute_forged_sources()
         web = lab.serve(80, 256)
@@ -279,7 +279,7 @@ def test_both_readers_see_exactly_what_ss_sees():
 @pytest.mark.kernel
 @pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
 def test_once_prints_the_offenders_of_a_real_flood():
-    from f2b_ext.lab import Lab
+    from f2b_ext.lab.netns import Lab
     with Lab() as lab:
         lab.mute_forged_sources()
         web = lab.serve(443, 64)

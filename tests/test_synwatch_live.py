@@ -61,8 +61,8 @@ class Flood:
 
 
 def test_forged_flood_is_banned_by_prefix_random_one_is_not_and_bans_lapse(tmp_path):
-    from f2b_ext.f2b_server import Fail2banServer
-    from f2b_ext.lab import Lab, until
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    from f2b_ext.lab.netns import Lab, until
     local = ("[DEFAULT]\nignoreself = false\n\n"
              f"[{JAIL}]\nenabled = true\nlogpath = {{log}}\nbackend = polling\n"
              f"bantime = {BANTIME}\nbantime.rndtime = 0\nfindtime = 30\n")

@@ -82,7 +82,7 @@ def test_the_units_command_runs_in_its_sandbox(reader):
 def test_the_watcher_still_knows_this_machines_addresses_in_its_sandbox():
     """own_addresses() runs `ip -j addr`: if the sandbox broke it, the watcher would
     silently lose the rule that it never names this machine."""
-    code = ["/usr/bin/python3", "-c", "import json; from f2b_ext.host import own_addresses; print(json.dumps(own_addresses()))"]
+    code = ["/usr/bin/python3", "-c", "import json; from f2b_ext.system.host import own_addresses; print(json.dumps(own_addresses()))"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     bare = subprocess.run(code, capture_output=True, text=True, cwd="/", env=env)
     boxed = subprocess.run([*unit_sandbox.prefix(UNIT), *code], capture_output=True, text=True, cwd="/", env=env)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SAMPLES, UPSTREAM_NOW, UPSTREAM_TZ
-from f2b_ext.f2b_filter import stock_common_conf
+from f2b_ext.system.filter_runner import stock_common_conf
 
 FILTERS = ("netfilter", "ipfw", "synrecv")
 TESTCASES = shutil.which("fail2ban-testcases")

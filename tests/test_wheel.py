@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, is_root
-from f2b_ext import install as plan
+from f2b_ext.core import install as plan
+from f2b_ext.system.install import package_sources
 
 IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
                                 ".pytest_cache", ".hypothesis")
@@ -81,7 +82,7 @@ def test_install_check_and_uninstall_from_the_wheel(venv, machine):
         assert (etc / rel).read_bytes() == (ROOT / rel).read_bytes(), rel
     assert (machine / plan.SYNWATCH_UNIT).is_file() and (machine / plan.RSYSLOG_RULE).is_file()
     (site,) = machine.glob("usr/*/lib/python3*/*-packages")
-    assert not {p.stem for p in (site / "f2b_ext").glob("*.py")} & plan.LAB_MODULES
+    assert not any(map(plan.is_lab, package_sources(site / "f2b_ext")))
 
     r = f2b_ext(venv, "check", "--conf", etc)
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
@@ -104,7 +105,7 @@ def test_report_and_synwatch_from_the_wheel(venv, tmp_path):
 
 @pytest.mark.skipif(not is_root(), reason="runs a private fail2ban-server as root (its socket root's)")
 def test_schedule_from_the_wheel(venv):
-    from f2b_ext.f2b_server import Fail2banServer
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
     # no action: this server runs in the host's namespace and must not touch its firewall
     jail = "[plain]\nenabled = true\nfilter = netfilter\nlogpath = {log}\nbackend = polling\naction =\n"
     server = Fail2banServer(jail, as_nobody=False)

@@ -1,0 +1,189 @@
+"""`f2b-ext check`: gathers this machine and its fail2ban as f2b_ext.core.check's plain data
+(Machine, JailView), lets the core judge it, prints one line per finding."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from f2b_ext.cli.common import Style
+from f2b_ext.system.fail2ban_client import Fail2banError
+from f2b_ext.system.filter_runner import Fail2banMissing, parse_filter_spec
+from f2b_ext.system.host import guarded_dependencies
+
+
+def _configured_jails(conf: str) -> list:
+    """The enabled jails as fail2ban's own JailsReader reads CONFDIR."""
+    from f2b_ext.core import check
+    try:
+        from fail2ban.client.jailsreader import JailsReader
+    except ImportError:
+        raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
+    if not Path(conf, "jail.conf").is_file():
+        raise Fail2banError(f"{conf}/jail.conf not found: is fail2ban installed? (or give --conf)")
+    reader = JailsReader(basedir=conf, force_enable=False)
+    if not reader.read() or not reader.getOptions():
+        raise Fail2banError(f"fail2ban cannot read the jails in {conf}: see `fail2ban-client -c {conf} -t`")
+    jails = []
+    for jail in reader.jails:
+        o = jail.options
+        jails.append(check.JailView(
+            name=jail.getName(), filter=parse_filter_spec(o.get("filter") or "")[0] if o.get("filter") else "",
+            backend=str(o.get("backend") or "auto"),
+            logpaths=tuple(p.strip() for p in str(o.get("logpath") or "").splitlines() if p.strip()),
+            actions=tuple(check.action_stem(a) for a in str(o.get("action") or "").splitlines() if a.strip()),
+            ignoreip=tuple(str(o.get("ignoreip") or "").replace(",", " ").split()),
+            ignoreself=str(o.get("ignoreself", True)).lower() not in ("false", "no", "0", "off")))
+    return jails
+
+
+def _machine(conf: str):
+    """Everything `check` looks at, as plain data."""
+    import glob
+    import subprocess
+    from f2b_ext.core import check
+    m = check.Machine(jails=_configured_jails(conf))
+    texts = []
+    for path in ["/etc/rsyslog.conf", *sorted(glob.glob("/etc/rsyslog.d/*.conf"))]:
+        try:
+            texts.append(Path(path).read_text(errors="replace"))
+        except OSError:
+            pass
+    m.kernel_only_logs = check.imklog_only_files(texts)
+    nft = shutil.which("nft")
+    if nft:
+        r = subprocess.run([nft, "list", "ruleset"], capture_output=True, text=True)
+        if r.returncode == 0:
+            m.log_rules, m.nflog_rules = check.nft_log_rules(r.stdout)
+        else:
+            m.ruleset_readable = False
+    for tool in ("iptables-legacy-save", "ip6tables-legacy-save"):
+        exe = shutil.which(tool)
+        if exe:
+            r = subprocess.run([exe], capture_output=True, text=True)
+            rules, nflog = check.iptables_log_rules(r.stdout, tool.replace("-save", ""))
+            m.log_rules += rules
+            m.nflog_rules += nflog
+    try:
+        m.loggers = check.nf_log_loggers(Path("/proc/net/netfilter/nf_log").read_text())
+    except OSError:
+        m.loggers = {}
+    release = os.uname().release
+    m.logger_available = any(name in check.SYSLOG_LOGGERS for name in m.loggers.values()) or any(
+        Path(p).exists() for mod in check.SYSLOG_LOGGERS
+        for p in (f"/sys/module/{mod}", *glob.glob(f"/lib/modules/{release}/kernel/net/*/netfilter/{mod}.ko*"),
+                  *glob.glob(f"/lib/modules/{release}/kernel/net/netfilter/{mod}.ko*")))
+    # the kernel registers nf_log_all_netns in the initial namespace only: its absence
+    # (where the rest of net/netfilter is) means this is a container's namespace
+    sysctl = Path("/proc/sys/net/netfilter/nf_log_all_netns")
+    m.init_netns = sysctl.exists() or not sysctl.parent.is_dir()
+    try:
+        m.all_netns = sysctl.read_text().strip() == "1" if m.init_netns else None
+    except OSError:
+        m.all_netns = None
+    m.own_addresses = tuple(_own_addresses())
+    found, problems = guarded_dependencies()
+    m.dependencies, m.dependency_problems = tuple(dict.fromkeys(map(str, found))), tuple(problems)
+    if any("nftset" in j.actions for j in m.jails):
+        m.nftables_binding = _fail2ban_imports("nftables")
+    for j in m.jails:
+        if {"nftset", "ipset-net"} & set(j.actions):
+            m.enforcement[j.name] = _enforcement(j, conf)
+    from fail2ban.version import version
+    from f2b_ext.core.install import parse_version
+    m.fail2ban = parse_version(version)
+    return m
+
+
+def _fail2ban_imports(module: str) -> bool:
+    """Can the Python that runs fail2ban-server import `module`?"""
+    import subprocess
+    from f2b_ext.system.install import InstallError, fail2ban_python
+    server = shutil.which("fail2ban-server")
+    try:
+        python = fail2ban_python(server) if server else sys.executable
+    except InstallError:
+        python = sys.executable
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _enforcement(jail, conf: str):
+    """(listed only, kernel only, retimed) for a jail with a set action, comparing
+    `fail2ban-client get JAIL banip --with-time` with the kernel's sets (this namespace,
+    the one fail2ban runs in); None when fail2ban does not answer."""
+    import subprocess
+    import time
+    from f2b_ext.core import ipset, setsync
+    from f2b_ext.core.escalation import ban_left
+    if not shutil.which("fail2ban-client"):
+        return None
+    r = subprocess.run(["fail2ban-client", "-c", conf, "get", jail.name, "banip", "--with-time"], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode != 0:
+        return None
+    now, listed = time.time(), {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[3] == "+":
+            try:
+                start = time.mktime(time.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S"))
+                net = ipaddress.ip_network(parts[0], strict=False)
+            except ValueError:
+                continue
+            listed[net] = ban_left(start, int(parts[4]), now)
+    held = {}
+    if "nftset" in jail.actions and shutil.which("nft"):
+        from f2b_ext.core.nftset import jail_elements
+        held.update(jail_elements(jail.name, lambda *a: subprocess.run(["nft", *a], capture_output=True,
+                                                                      text=True).stdout))
+    if "ipset-net" in jail.actions and shutil.which("ipset"):
+        for fam in (4, 6):
+            out = subprocess.run(["ipset", "save", ipset.set_name(jail.name, fam)], capture_output=True, text=True).stdout
+            held.update(ipset.parse_save(out))
+    plan = setsync.plan(listed, held, tolerance=3)
+    return ([n for n, _ in plan.add], plan.remove, [n for n, _ in plan.retime])
+
+
+def _own_addresses():
+    """This machine's addresses that a remote could know it by (not loopback, not link-local)."""
+    from f2b_ext.system.host import own_addresses
+    return [a for a in map(ipaddress.ip_address, own_addresses()) if not (a.is_loopback or a.is_link_local)]
+
+
+def cmd_check(args) -> int:
+    from f2b_ext.core import check
+    found = check.findings(_machine(args.conf))
+    if args.json:
+        import json
+        from dataclasses import asdict
+        json.dump([asdict(f) for f in found], sys.stdout, indent=1)
+        print()
+    else:
+        out = Style(sys.stdout, args.color)
+        label = {check.PROBLEM: out.red("PROBLEM"), check.WARNING: out.bold("warning"), check.OK: out.green("ok     ")}
+        for f in found:
+            if f.level == check.OK and args.quiet:
+                continue
+            print(f"{label[f.level]}  {f.subject}: {f.message}" + (f"  -> fix: {f.fix}" if f.fix else ""))
+        problems = sum(f.level == check.PROBLEM for f in found)
+        print(out.red(f"{problems} problem{'s' if problems > 1 else ''}") if problems else out.green("no problems found"))
+    return 1 if any(f.level == check.PROBLEM for f in found) else 0
+
+
+def add_parser(sub) -> None:
+    """The `check` command's arguments (sub: build_parser's subparsers)."""
+    c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",
+                       description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
+                                   "firewall ruleset and the kernel's logging state, and print one line per "
+                                   "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
+                                   "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
+                                   "subnet escalation without a ban action that holds subnets. Exit 1 if "
+                                   "there is a problem.")
+    c.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("-q", "--quiet", action="store_true", help="only problems and warnings")
+    c.set_defaults(func=cmd_check)
