@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from f2b_ext.core.escalation import DEFAULT_BOGON_NETWORKS, HOST_PREFIX, Candidate, Escalator, HostBan, Ladder, Network, NetworkIndex, Safety, Schedule, first_overlap, parse_bogons, parse_networks
+from f2b_ext.core.escalation import DAY, DEFAULT_BOGON_NETWORKS, HOST_PREFIX, HOUR, WEEK, Candidate, Escalator, HostBan, Ladder, Network, NetworkIndex, Safety, Schedule, first_overlap, parse_bogons, parse_networks
 from f2b_ext.errors import F2bExtError
 from f2b_ext.core.evidence import parse as parse_evidence
 
@@ -49,7 +49,7 @@ STREAM = "F2BX_BANS"
 PROTECTED_BUCKET = "f2bx-protected"
 DECISIONS_BUCKET = "f2bx-decisions"
 MAX_EVENT_BYTES = 1024
-MAX_BAN = 366 * 86400            # no event may announce a ban longer than a year
+MAX_BAN = 366 * DAY              # no event may announce a ban longer than a year
 CLOCK_SKEW = 300                 # seconds an event's time may be ahead of ours
 
 KINDS = ("ban", "unban")
@@ -207,9 +207,9 @@ class Policy:
     protected: tuple = ()                        # local: own addresses, dependencies, ignoreip
     bogons: tuple = DEFAULT_BOGON_NETWORKS
     maxprefix: dict = field(default_factory=lambda: {4: 24, 6: 64})   # widest remote prefix
-    single_cap: float = 3600                     # a host ban only one server reported
+    single_cap: float = HOUR                     # a host ban only one server reported
     forged_cap: float = 600                      # forgeable evidence
-    max_ban: float = 7 * 86400
+    max_ban: float = WEEK
     min_servers: int = 2                         # for a host ban beyond single_cap, and prefixes
     min_remaining: float = 5                     # shorter than this is not worth applying
 

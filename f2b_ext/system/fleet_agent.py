@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from f2b_ext.core import fleet, setsync
-from f2b_ext.core.escalation import Escalator, Ladder, Safety, Schedule, parse_duration
+from f2b_ext.core.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Escalator, Ladder, Safety, Schedule, parse_duration
 from f2b_ext.core.fleet import DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision, FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for
 from f2b_ext.system.fleet_ledger import LedgerStore, default_path as default_ledger
 from f2b_ext.system.fleet_spool import DEFAULT_SPOOL, Spool
@@ -133,17 +133,17 @@ class AgentConfig:
     bogons: str = "default"
     replicas: int = 1
     min_servers: int = 2
-    single_cap: float = 3600
-    forged_cap: float = 600
-    max_ban: float = 7 * 86400
+    single_cap: float = Policy.single_cap
+    forged_cap: float = Policy.forged_cap
+    max_ban: float = Policy.max_ban
     rate: float = 100
     burst: float = 20000
     quarantine: float = 600
     hosts: int = 6
     window: float = 3600
-    schedule: str = "1h 6h 1d 1w"        # fleet escalations: escalation.Schedule's steps
-    forgedschedule: str = "30m"          # ... on evidence whose rule says "forged" (subnet-escalate's)
-    forget: float = 30 * 86400           # an escalation older than this starts the schedule anew
+    schedule: str = DEFAULT_SCHEDULE     # fleet escalations: escalation.Schedule's steps
+    forgedschedule: str = DEFAULT_FORGED_SCHEDULE   # ... on evidence whose rule says "forged"
+    forget: float = parse_duration(DEFAULT_FORGET, "forget")  # an older escalation starts anew
     batch: int = 256
     remote: str = "kernel"               # kernel: the agent's own sets; fail2ban: the fleet jail
     ledger: str = ""                     # default: fleet-ledger.sqlite3 beside the spool
