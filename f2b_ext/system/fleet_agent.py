@@ -56,6 +56,9 @@ from f2b_ext.system.fleet_ledger import LedgerStore, default_path as default_led
 from f2b_ext.system.fleet_spool import DEFAULT_SPOOL, Spool
 
 log = logging.getLogger("f2b-ext-fleet")
+# seconds between writing a fleet decision and reading back which write stands: racing
+# writes on one revision land within milliseconds of each other (nats-server#4320)
+CAS_SETTLE = 0.5
 DEFAULT_CONFIG = "/etc/f2b-ext/fleet.conf"
 DEFAULT_STATUS = "/run/f2b-ext/fleet-status.json"
 
@@ -515,12 +518,24 @@ class Agent:
         else:
             try:
                 if revision:
-                    await kv.update(key, decision.to_json(), last=revision)
+                    written = await kv.update(key, decision.to_json(), last=revision)
                 else:
-                    await kv.create(key, decision.to_json())
-                self.decided_here += 1
-                log.warning("fleet: decided fleet ban #%d of %s until %.0f (reporters %s)", decision.count,
-                            cand.net, decision.until, ", ".join(cand.reporters))
+                    written = await kv.create(key, decision.to_json())
+                # nats-server before 2.9.21 (Debian 12 ships 2.9.10) checks the expected
+                # revision before the write's Raft proposal, not in it, so two agents' writes
+                # on the same revision of a replicated bucket can both be accepted
+                # (nats-server#4320). The later write stands: an agent whose write was
+                # overwritten meanwhile adopts the one that stands instead of its own.
+                await asyncio.sleep(CAS_SETTLE)
+                standing = await kv.get(key)
+                if standing.revision != written:
+                    decision = FleetDecision.parse(standing.value)
+                    log.info("fleet: the decision on %s written at revision %d was overwritten at %d "
+                             "(nats-server#4320); the standing one applies", cand.net, written, standing.revision)
+                else:
+                    self.decided_here += 1
+                    log.warning("fleet: decided fleet ban #%d of %s until %.0f (reporters %s)", decision.count,
+                                cand.net, decision.until, ", ".join(cand.reporters))
             except nats.js.errors.KeyWrongLastSequenceError:
                 decision = FleetDecision.parse((await kv.get(key)).value)
         await self._apply_decision(decision, now)
