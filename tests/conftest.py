@@ -57,7 +57,7 @@ FAIL2BAN_TIER = {
     "test_kernel_live.py", "test_lab.py", "test_live.py", "test_netfilter_core.py",
     "test_other_filters.py", "test_rsyslog_forgery.py", "test_schedule.py", "test_setinvariant.py",
     "test_synwatch_live.py", "test_unit_sandbox.py", "test_upstream_harness.py", "test_wheel.py",
-    "test_flood_memory.py",
+    "test_flood_memory.py", "test_nftevents_live.py",
 }
 
 

@@ -233,7 +233,7 @@ from f2b_ext.plugins.nftset import NftSetAction
 
 def action():
     a = object.__new__(NftSetAction)      # only _cmd is used: no jail, no fail2ban
-    a._nft = None
+    a._nft, a._writers = None, {}
     return a
 
 action()._cmd("add table inet f2bx_race; add set inet f2bx_race s4 { type ipv4_addr; flags interval, timeout; }; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from f2b_ext.core import nftevents as core_nftevents
 from f2b_ext.core import nftset
 from f2b_ext.plugins.set_action import BackendError, SetAction
 from f2b_ext.system.libnftables import LIBNFTABLES
@@ -36,9 +37,21 @@ class NftSetAction(SetAction):
             for kind in ("json", "terse"):
                 self._nft[kind].set_json_output(True)
             self._nft["terse"].set_terse_output(True)
+        if not script.startswith("list "):
+            self._note_writer()
         with LIBNFTABLES:
             rc, out, err = self._nft[output].cmd(script)
         return rc, out, err.strip()
+
+    def _event_scope(self) -> core_nftevents.Scope:
+        """The suite's table; in it the jail's own chains and sets (by their current names)."""
+        key = nftset.jail_key(self._jailname)
+
+        def own(name: str) -> bool:
+            return (name in self._set_names() or nftset.is_prefix_set_of(self._jailname, name)
+                    or name in {f"{key}_{hook}" for hook, _ in nftset.HOOKS[self.direction]})
+        family, table = nftset.TABLE.split()
+        return core_nftevents.Scope(frozenset({(core_nftevents.NFPROTO[family], table)}), own)
 
     def _set_names(self) -> set[str]:
         return {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets

@@ -22,7 +22,15 @@ bans nobody enforces.
 The watchdog (every `checkinterval` s) and fail2ban's own `consistencyCheck()` rebuild
 missing sets or rules (`nft flush ruleset`, `iptables -F`) and compare elements both
 ways (`nft flush set`, `ipset flush`, an element added or deleted by hand, a wrong
-timeout), repairing the kernel to fail2ban's list and logging what they fixed.
+timeout), repairing the kernel to fail2ban's list and logging what they fixed. Beside
+it (while `checkinterval` is not 0), a backend that names a `_event_scope` hears the
+kernel's nf_tables notifications (f2b_ext.system.nftevents): a deletion in the jail's
+tables that another process or thread committed (`nft flush set`, a deleted rule or
+chain, `nft flush ruleset`, iptables-nft's `-F`) brings the same compare about 0.2 s
+later, at most twice a second; it adds and retimes, and leaves removing strays to the
+watchdog (fail2ban drops a ticket from its list just before it unbans it). Transactions
+this action's own threads commit (its unbans, its repairs) are not heard. If the socket
+cannot be opened, one line says so and the watchdog alone remains.
 
 `flush()` is fail2ban's unban-all (`unban --all`, an action removed by reload): one
 flush per set. When the jail itself stops (stop, restart) and fail2ban keeps its bans
@@ -36,14 +44,23 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import math
 import threading
+import time
 
 from fail2ban.server.action import ActionBase
 from fail2ban.server.mytime import MyTime
 
+from f2b_ext.core import nftevents as core_nftevents
 from f2b_ext.core import setsync
 from f2b_ext.core.setsync import remaining  # noqa: F401  (kept for importers)
 from f2b_ext.errors import F2bExtError
+from f2b_ext.system import nftevents as nftevents_system
+
+
+# seconds a thread that wrote to the kernel counts as this action's own (NEWGEN names the
+# committing thread; a batch timer's thread is gone by the time its transaction is heard)
+WRITER_MEMORY = 30.0
 
 
 class BackendError(F2bExtError, RuntimeError):
@@ -104,6 +121,8 @@ class SetAction(ActionBase):
         self._io = threading.RLock()      # orders every kernel update; ban() never waits on it
         self._timer = None
         self._watchdog = None
+        self._events = None          # the nf_tables notification listener (system.nftevents.EventWatch)
+        self._writers: dict[int, float] = {}   # thread id -> when it last wrote to the kernel
         self._bad_texts: set[str] = set()
         self.applied = 0            # elements written (fail2ban-client get JAIL action NAME applied)
         self.repairs = 0            # elements the checks added, retimed or removed
@@ -134,6 +153,7 @@ class SetAction(ActionBase):
     def _intact(self) -> bool: raise NotImplementedError
     def _held(self) -> dict: raise NotImplementedError
     def _as_kernel(self, left): return left       # the timeout the kernel can hold
+    def _event_scope(self): return None            # core.nftevents.Scope: where nf_tables events matter
 
     # -- lifecycle --
     def start(self):
@@ -147,10 +167,59 @@ class SetAction(ActionBase):
                 self.sync()
         except Exception as exc:
             return self._refuse(f"{self.BACKEND} cannot enforce bans: {exc}")
-        if self._checkinterval and self._watchdog is None:
+        self._start_watching()
+
+    def _start_watching(self):
+        """The watchdog and the event listener, while checkinterval is not 0. Called in
+        the thread (and so the network namespace) the action enforces in."""
+        if not self._checkinterval:
+            return
+        if self._watchdog is None:
             self._watchdog = threading.Event()
             threading.Thread(target=self._watch, args=(self._watchdog,), daemon=True,
                              name=f"f2b-{self.BACKEND}-{self._jailname}").start()
+        if self._events is None:
+            scope = self._event_scope()
+            if scope is None:
+                return
+            try:
+                sock = nftevents_system.open_socket()
+            except OSError as exc:
+                self._logSys.warning("%s: cannot listen to nftables events (%s); repairs wait for the next check"
+                                     " (every %g s)", self.BACKEND, exc, self._checkinterval)
+                return
+            ours = self._wrote_recently if nftevents_system.thread_ids_comparable() else (lambda tid: False)
+            self._events = nftevents_system.EventWatch(
+                sock, core_nftevents.Transactions(scope, ours), self._event_check, self._logSys,
+                name=f"f2b-{self.BACKEND}-events-{self._jailname}").start()
+
+    def _stop_watching(self):
+        if self._watchdog is not None:
+            self._watchdog.set()
+            self._watchdog = None
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
+
+    def _note_writer(self):
+        """This thread is about to commit to the kernel: its transactions are our own."""
+        now = time.monotonic()
+        if len(self._writers) > 64:
+            self._writers = {tid: t for tid, t in self._writers.items() if now - t < WRITER_MEMORY}
+        self._writers[threading.get_native_id()] = now
+
+    def _wrote_recently(self, tid: int) -> bool:
+        return time.monotonic() - self._writers.get(tid, -math.inf) < WRITER_MEMORY
+
+    def _event_check(self, reason: str):
+        """After an nf_tables change that may have removed enforcement (listener thread)."""
+        if self.fault:
+            return
+        with self._io:
+            if not self._intact():
+                self._repair(f"after {reason}")
+            else:
+                self.sync(f"after {reason}", remove=False)
 
     def _refuse(self, reason: str):
         """One clear line, and the jail stops: bans nobody enforces are worse than none."""
@@ -173,9 +242,7 @@ class SetAction(ActionBase):
                 and getattr(self._jail, "database", None) is not None)
 
     def stop(self):
-        if self._watchdog is not None:
-            self._watchdog.set()
-            self._watchdog = None
+        self._stop_watching()
         if self.fault:
             return
         with self._io:
@@ -208,6 +275,10 @@ class SetAction(ActionBase):
                 self.direction, self.blocktype = direction, blocktype
             self._setup()
             self.sync()
+        if not self._checkinterval:          # outside the lock: a listener's check may be waiting for it
+            self._stop_watching()
+        elif not self.fault:
+            self._start_watching()
 
     def clearAllParams(self):
         pass
@@ -302,9 +373,10 @@ class SetAction(ActionBase):
             return True
         return False
 
-    def _repair(self):
+    def _repair(self, why: str = ""):
         """Rebuild sets and rules, then make their elements fail2ban's list."""
-        self._logSys.warning("%s: sets or rules missing; rebuilding from the ban list", self.BACKEND)
+        self._logSys.warning("%s: sets or rules missing%s; rebuilding from the ban list", self.BACKEND,
+                             f" ({why})" if why else "")
         self._adopt()
         self._setup()
         self.sync()
@@ -331,8 +403,9 @@ class SetAction(ActionBase):
                                   database.getCurrentBans(jail=self._jail, fromtime=now, correctBanTime=False)), now)
         return set(nets)
 
-    def sync(self, why: str = "") -> setsync.Plan:
-        """Make the kernel's elements fail2ban's list; log what differed."""
+    def sync(self, why: str = "", remove: bool = True) -> setsync.Plan:
+        """Make the kernel's elements fail2ban's list; log what differed. `remove` False:
+        only add and retime (elements fail2ban no longer lists stay for the watchdog)."""
         with self._io:
             self._write_pending()
             now = MyTime.time()
@@ -340,6 +413,8 @@ class SetAction(ActionBase):
             held = self._held()
             keep = self._in_database(now) if any(net not in listed for net in held) else set()
             plan = setsync.plan(listed, held, keep, tolerance=self._batch + 2)
+            if not remove:
+                plan.remove = []
             if plan:
                 for net in plan.remove:
                     self._delete(net)
