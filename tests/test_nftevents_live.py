@@ -253,3 +253,46 @@ def test_ipset_net_hears_iptables_nft_rules_but_not_ipset_flush(lab_nft, caplog)
     finally:
         with in_netns(lab.server):
             act.stop()
+
+
+def test_inside_fail2ban_server_a_flush_is_repaired_by_the_event(capsys):
+    """The real fail2ban-server in the lab's namespace, the shipped-style jail with
+    nftset at checkinterval 600: `nft flush set` of the host and /24 sets, then `nft
+    flush ruleset`, each enforced again within seconds (waited for up to 30 s), fail2ban's
+    log naming the event; a prober (a SYN every 5 ms from a banned host and a member of
+    the banned /24) says how long they were answered."""
+    from f2b_ext.lab.live import LiveLab, LiveSettings, Prober, environment_problems, kernel_elements
+    if environment_problems():
+        pytest.skip("; ".join(environment_problems()))
+    settings = LiveSettings(firewall="nft", banaction="nftset", bantime=3600, checkinterval=600)
+    rows = []
+    with LiveLab(settings) as live:
+        for target in ("198.51.100.7", "203.0.113.0/24"):
+            live.f2b.client("set", "netfilter-in", "banip", target)
+        assert live.until(lambda: len(kernel_elements(live.lab, "nftset", "netfilter-in")) == 2, PATIENCE)
+        with Prober(live.lab, ["198.51.100.7", "203.0.113.77"]) as prober:
+            time.sleep(0.5)
+            assert not prober.answered_at, "banned: no answer"
+            for fault, command in (("flush set", ("nft", "flush", "set", "inet", "f2b_ext", "netfilter_in_h4")),
+                                   ("flush set /24", ("nft", "flush", "set", "inet", "f2b_ext", "netfilter_in_n4_24")),
+                                   ("flush ruleset", ("nft", "flush", "ruleset"))):
+                start = time.monotonic()
+                live.lab.server_sh(*command)
+                assert live.until(lambda: len(kernel_elements(live.lab, "nftset", "netfilter-in")) == 2
+                                  and "@netfilter_in_h4" in live.lab.server_sh(
+                                      "nft", "list", "chain", "inet", "f2b_ext", "netfilter_in_input", check=False),
+                                  PATIENCE, every=0.05), fault
+                took = time.monotonic() - start
+                time.sleep(0.5)
+                late = [t for t, _ in prober.answered_at if t >= start]
+                rows.append((fault, took, len(late), max(late) - start if late else 0.0))
+                assert not any(t > start + took + 0.3 for t in late), f"{fault}: answered after the repair"
+        log = live.f2b.server_log()
+        assert "(after element deleted: inet f2b_ext netfilter_in_h4 by nft (pid " in log, log[-2000:]
+        assert "(after element deleted: inet f2b_ext netfilter_in_n4_24 (x3) by nft (pid " in log, log[-2000:]
+        assert "missing (after rule deleted: inet f2b_ext netfilter_in_input" in log, log[-2000:]
+        assert "Traceback" not in log and "ERROR" not in log
+    with capsys.disabled():
+        for fault, took, answers, window in rows:
+            print(f"\nfail2ban-server, {fault}: enforced again after {took:.2f} s; {answers} SYNs answered, "
+                  f"the last {window:.3f} s after the flush")

@@ -302,6 +302,7 @@ class Prober:
         self.frames = [syn_frame(lab.remote_mac, lab.server_mac, ipaddress.ip_address(s), PROBE_PORT, 30000 + i, seq=i + 1)
                        for i, s in enumerate(sources)]
         self.answers: dict[str, list[str]] = {}
+        self.answered_at: list[tuple[float, str]] = []     # (time.monotonic(), source) of every answer
         self.sent: dict[str, int] = {}
         self._phase = "start"
         self._stop = threading.Event()
@@ -353,6 +354,7 @@ class Prober:
             dst = frame[30:34]
             if dst in self.sources and frame[26:30] == ipaddress.ip_address(SERVER_V4).packed:
                 self.answers[self._phase].append(self.sources[dst])
+                self.answered_at.append((time.monotonic(), self.sources[dst]))
 
 
 def kernel_elements(lab: Lab, banaction: str, jail: str) -> dict:
