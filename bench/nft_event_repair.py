@@ -6,8 +6,9 @@ against the interval watchdog alone (the behaviour before it), in one run (root)
 
 One network namespace (f2b_ext.lab.netns.Lab). Per mode, one NftSetAction in-process in
 the namespace (as fail2ban-server runs it) holding --hosts host bans and one /24, each for
-an hour; then --flushes times, at a random moment (0.5-1.5 s apart, so flushes fall at
-random points of the watchdog's round), `nft flush set` of the jail's host set.
+an hour; then --flushes times, at a random moment (0.5 s plus up to one watchdog interval
+after the last repair, so flushes fall at random points of the watchdog's round; up to
+1 s with the listener), `nft flush set` of the jail's host set.
 - repair: from the flush's DELSETELEM to the repair's NEWSETELEM, both timed by a
   notification socket of the bench's own in the namespace (the kernel's own clock of
   the gap, not a poll);
@@ -103,8 +104,9 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
                 act.consistencyCheck()
                 compares.append(time.perf_counter() - began)
         with Prober(lab, [BANNED]) as prober:
+            spread = args.interval if mode == "interval" else 1.0
             for _ in range(args.flushes):
-                time.sleep(random.uniform(0.5, 1.5))
+                time.sleep(random.uniform(0.5, 0.5 + spread))        # a random point of the watchdog's round
                 start = time.monotonic()
                 lab.server_sh("nft", "flush", "set", "inet", "f2b_ext", host_set)
                 deadline = start + 3 * args.interval + 30

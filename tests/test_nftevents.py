@@ -338,11 +338,11 @@ def simulate(times: list[float], check_time: float = 0.0) -> list[float]:
     """The listener's schedule (system.nftevents.EventWatch._loop) on removals arriving
     at `times`: when each compare starts."""
     checks, first = [], None
-    last_check, last = -math.inf, None
+    last_check, last, cost = -math.inf, None, 0.0
     pending = sorted(times)
     now = 0.0
     while pending or first is not None:
-        wake = ev.due(first, last, last_check) if first is not None else math.inf
+        wake = ev.due(first, last, last_check, cost) if first is not None else math.inf
         if pending and pending[0] < wake:
             now = pending.pop(0)
             first = now if first is None else first
@@ -351,7 +351,7 @@ def simulate(times: list[float], check_time: float = 0.0) -> list[float]:
             now = max(now, wake)
             checks.append(now)
             first = None
-            last_check = now
+            last_check, cost = now, check_time
             now += check_time
     return checks
 
@@ -359,6 +359,14 @@ def simulate(times: list[float], check_time: float = 0.0) -> list[float]:
 def test_one_flush_is_compared_after_the_debounce():
     assert simulate([10.0]) == [10.0 + ev.DEBOUNCE]
     assert simulate([10.0, 10.05, 10.1]) == [pytest.approx(10.1 + ev.DEBOUNCE)]
+
+
+def test_a_slow_compare_spaces_the_next_to_keep_its_share():
+    """A compare of a big jail that took 0.4 s: the next starts 4 s after it began."""
+    storm = [i * 0.01 for i in range(1000)]
+    checks = simulate(storm, check_time=0.4)
+    assert checks[0] == pytest.approx(ev.MAX_DELAY)
+    assert checks[1] - checks[0] == pytest.approx(0.4 / ev.MAX_SHARE)
 
 
 def test_a_steady_storm_cannot_postpone_the_compare_beyond_max_delay():
@@ -370,9 +378,10 @@ def test_a_steady_storm_cannot_postpone_the_compare_beyond_max_delay():
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=400),
-       st.floats(min_value=0, max_value=0.3))
-def test_no_storm_causes_more_than_max_per_second_compares(times, check_time):
+       st.floats(min_value=0, max_value=2))
+def test_no_storm_causes_more_than_max_per_second_compares_nor_more_than_max_share(times, check_time):
     checks = simulate(times, check_time)
     assert all(b - a >= 1 / ev.MAX_PER_SECOND - 1e-9 for a, b in zip(checks, checks[1:]))
+    assert all(b - a >= check_time / ev.MAX_SHARE - 1e-9 for a, b in zip(checks, checks[1:]))
     # and every removal is followed by a compare that starts after it
     assert all(any(c >= t for c in checks) for t in times)

@@ -22,7 +22,7 @@ jail's own tables and objects (`Scope`); `Transactions` collects them until the
 transaction's NEWGEN and drops a transaction that this action itself committed (its own
 unbans and repairs). `due()` says when to compare: 0.2 s after the last such transaction
 (DEBOUNCE), at most 1 s after the first (MAX_DELAY, so a storm cannot postpone it), and
-never more than MAX_PER_SECOND times a second.
+never more than MAX_PER_SECOND times a second nor more than MAX_SHARE of the time.
 """
 from __future__ import annotations
 
@@ -75,13 +75,18 @@ REMOVES = {
     NFT_MSG["DESTROYSETELEM"]: ("element", 1, 2),
 }
 
-# When to compare (seconds). A compare lists the jail's sets and chains once (BENCHMARKS.md:
-# a few ms per thousand elements); 2 a second keeps a storm of someone else's changes
-# (a firewall script, a flood of unbans in another jail's sets) below a few percent of one core while
-# a flush is repaired within DEBOUNCE plus one compare.
+# When to compare (seconds). A compare lists the jail's sets and chains and compares them
+# with fail2ban's list: 17 ms for 1,000 elements here (BENCHMARKS.md), growing with the
+# sets. At most MAX_PER_SECOND (2) compares a second, and never more than MAX_SHARE of
+# the time: after a compare that took c seconds the next waits at least c / MAX_SHARE.
+# So a storm of deletions in the jail's sets or chains by someone else (a firewall script
+# deleting rule after rule) costs at most 10% of one core; other jails' changes and this
+# action's own are not heard at all; a single flush is repaired DEBOUNCE plus one compare
+# later.
 DEBOUNCE = 0.2
 MAX_DELAY = 1.0
 MAX_PER_SECOND = 2
+MAX_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,8 @@ class Transactions:
         return None
 
 
-def due(first: float, last: float, last_check: float) -> float:
+def due(first: float, last: float, last_check: float, last_cost: float = 0.0) -> float:
     """When to compare, given the first and the last pending removal (monotonic
-    seconds) and when the last event-driven compare began (-inf: never)."""
-    return max(min(last + DEBOUNCE, first + MAX_DELAY), last_check + 1 / MAX_PER_SECOND)
+    seconds), when the last event-driven compare began (-inf: never) and how long it
+    took."""
+    return max(min(last + DEBOUNCE, first + MAX_DELAY), last_check + max(1 / MAX_PER_SECOND, last_cost / MAX_SHARE))

@@ -102,10 +102,10 @@ class EventWatch:
 
     def _loop(self):
         first = last = None              # the pending removals (monotonic seconds)
-        last_check = -math.inf
+        last_check, last_cost = -math.inf, 0.0
         while not self._stopping:
             now = time.monotonic()
-            wait = None if first is None else max(0.0, nftevents.due(first, last, last_check) - now)
+            wait = None if first is None else max(0.0, nftevents.due(first, last, last_check, last_cost) - now)
             try:
                 ready = select.select([self._sock, self._wake_r], [], [], wait)[0]
             except (OSError, ValueError):
@@ -134,7 +134,7 @@ class EventWatch:
                 if first is None:
                     first, why = now, reasons[0]
                 last = now
-            if first is not None and now >= nftevents.due(first, last, last_check):
+            if first is not None and now >= nftevents.due(first, last, last_check, last_cost):
                 first = last = None
                 last_check = now
                 self.checks += 1
@@ -142,3 +142,4 @@ class EventWatch:
                     self._check(why)
                 except Exception as exc:         # keep watching; the next event or round may succeed
                     self._log.error("check after an nftables event failed: %s", exc)
+                last_cost = time.monotonic() - last_check
