@@ -362,7 +362,8 @@ def test_one_flush_is_compared_after_the_debounce():
 
 
 def test_a_slow_compare_spaces_the_next_to_keep_its_share():
-    """A compare of a big jail that took 0.4 s: the next starts 4 s after it began."""
+    """A compare of a big jail that took 0.4 s: the next starts 0.4 / MAX_SHARE s after
+    it began."""
     storm = [i * 0.01 for i in range(1000)]
     checks = simulate(storm, check_time=0.4)
     assert checks[0] == pytest.approx(ev.MAX_DELAY)

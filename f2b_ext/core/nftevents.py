@@ -76,17 +76,17 @@ REMOVES = {
 }
 
 # When to compare (seconds). A compare lists the jail's sets and chains and compares them
-# with fail2ban's list: 17 ms for 1,000 elements here (BENCHMARKS.md), growing with the
-# sets. At most MAX_PER_SECOND (2) compares a second, and never more than MAX_SHARE of
-# the time: after a compare that took c seconds the next waits at least c / MAX_SHARE.
-# So a storm of deletions in the jail's sets or chains by someone else (a firewall script
-# deleting rule after rule) costs at most 10% of one core; other jails' changes and this
-# action's own are not heard at all; a single flush is repaired DEBOUNCE plus one compare
-# later.
+# with fail2ban's list: 17 ms for 1,000 elements, 0.5 s for 20,000 (0.9 s with
+# rewriting them all after a flush; BENCHMARKS.md). At most MAX_PER_SECOND (2) compares
+# a second, and never more than MAX_SHARE of the time: after a compare that took c
+# seconds the next waits at least c / MAX_SHARE. So a storm of deletions in the jail's
+# sets or chains by someone else (a firewall script deleting rule after rule) costs at
+# most a quarter of one core; other jails' changes and this action's own are not heard
+# at all; a single flush is repaired DEBOUNCE plus one compare later.
 DEBOUNCE = 0.2
 MAX_DELAY = 1.0
 MAX_PER_SECOND = 2
-MAX_SHARE = 0.1
+MAX_SHARE = 0.25
 
 
 @dataclass(frozen=True)

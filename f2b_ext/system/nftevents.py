@@ -24,7 +24,8 @@ from typing import Callable
 
 from f2b_ext.core import nftevents
 
-RECEIVE_BUFFER = 1 << 20        # bytes: a flush of a few thousand elements arrives at once
+RECEIVE_BUFFER = 8 << 20        # bytes (the kernel doubles it): one message per element of a flush, and of our own
+                                # repair; 16 MB hold about 100,000 of them (an overrun costs one extra compare)
 
 
 def open_socket() -> socket.socket:
