@@ -112,6 +112,9 @@ def test_a_deleted_rule_is_repaired(nft_jail, caplog):
 def test_the_actions_own_bans_unbans_and_repairs_are_not_heard(nft_jail):
     """Each unban deletes an element (a DELSETELEM the kernel multicasts): the listener
     knows the transaction is the action's own and compares nothing."""
+    from f2b_ext.system.nftevents import thread_ids_comparable
+    if not thread_ids_comparable():
+        pytest.skip("in a nested pid namespace NEWGEN's thread ids are not ours to compare: own changes are heard")
     lab, in_netns, act = nft_jail
     time.sleep(1)
     before = act._events.checks
