@@ -59,8 +59,10 @@ from f2b_ext.system import nftevents as nftevents_system
 
 
 # seconds a thread that wrote to the kernel counts as this action's own (NEWGEN names the
-# committing thread; a batch timer's thread is gone by the time its transaction is heard)
-WRITER_MEMORY = 30.0
+# committing thread, and is heard within milliseconds unless the listener is busy in a
+# compare; a batch timer's thread is gone by then, and Linux hands its id out again only
+# after the pid counter wraps). Missing it costs one compare, never a repair.
+WRITER_MEMORY = 10.0
 
 
 class BackendError(F2bExtError, RuntimeError):
@@ -204,7 +206,7 @@ class SetAction(ActionBase):
     def _note_writer(self):
         """This thread is about to commit to the kernel: its transactions are our own."""
         now = time.monotonic()
-        if len(self._writers) > 64:
+        if len(self._writers) > 256:
             self._writers = {tid: t for tid, t in self._writers.items() if now - t < WRITER_MEMORY}
         self._writers[threading.get_native_id()] = now
 
