@@ -5,8 +5,9 @@ the fleet jail with nftset + fleet inbox) and a fleet agent.
 
 How it works: a hub namespace holds a bridge; each server namespace has one veth to it
 with an address of 198.18.0.0/24 (benchmark range). Nothing else is reachable, and all
-traffic stays between these namespaces. Namespace names carry this process's pid; every
-namespace and process is removed on close(), also when setup failed half way.
+traffic stays between these namespaces. Namespace names carry this process's pid and
+the lab's number (f2b_ext.lab.netns' tag); every namespace and process is removed on
+close(), also when setup failed half way (LabScope).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from f2b_ext.system import fleet_init as fleetinit, fleet_sets as fleetsets
 from f2b_ext.core import nftset
 from f2b_ext.lab.fail2ban_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
-from f2b_ext.lab.netns import sh, until
+from f2b_ext.lab.netns import LabScope, new_tag, sh, until
 
 NAMES = ("a", "b", "c")
 FLEET_JAIL, LOCAL_JAIL = "f2b-ext-fleet", "local"
@@ -57,9 +58,10 @@ action = nftset.py[direction=in, checkinterval=0]
 """
 
 
-class FleetLab:
+class FleetLab(LabScope):
     def __init__(self, names=NAMES, agent_settings: dict | None = None, per_server: dict | None = None):
-        self.tag = f"f2bx{os.getpid()}"
+        super().__init__()
+        self.tag = f"f2bx{new_tag()}"
         self.names = list(names)
         self.addr = {n: f"198.18.0.{i + 1}" for i, n in enumerate(self.names)}
         self.ns = {n: f"{self.tag}-{n}" for n in self.names}
@@ -70,30 +72,16 @@ class FleetLab:
         self.f2b: dict = {}
         self.agent_settings = dict(agent_settings or {})
         self.per_server = dict(per_server or {})
-        self._made: list = []
         self._ready_before: dict = {}
 
     # -- setup --
-    def __enter__(self):
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def build(self):
-        sh("ip", "netns", "add", self.hub)
-        self._made.append(self.hub)
+        self.add_netns(self.hub)
         sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.hub, "link", "set", "br0", "up")
         for i, n in enumerate(self.names):
             ns = self.ns[n]
-            sh("ip", "netns", "add", ns)
-            self._made.append(ns)
+            self.add_netns(ns)
             sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", self.hub)
             sh("ip", "-n", self.hub, "link", "set", f"p{i}", "master", "br0", "up")
             sh("ip", "-n", ns, "addr", "add", f"{self.addr[n]}/24", "dev", "eth0")
@@ -319,9 +307,7 @@ class FleetLab:
         for n in list(self.nats):
             with contextlib.suppress(Exception):
                 self.kill_nats(n, signal.SIGTERM)
-        for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        self._made.clear()
+        self.remove_namespaces()
         if not os.environ.get("F2BX_KEEP_LAB"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -30,7 +30,7 @@ from f2b_ext.core import ipset, nftset
 from f2b_ext import shipped
 from f2b_ext.core.escalation import ban_left
 from f2b_ext.lab.fail2ban_server import Fail2banServer
-from f2b_ext.lab.netns import SERVER_V4, SERVER_V6, Lab, LabError, until
+from f2b_ext.lab.netns import SERVER_V4, SERVER_V6, Lab, LabError, LabScope, until
 
 # The seeds' rules (001: LOG then REJECT with tcp-reset; output logged, policy accept;
 # 000: ICMP accepted), with firewalld's FINAL_REJECT prefix on input. Port 443 out is
@@ -175,35 +175,29 @@ kern.*  {self.kern_log}
 
 
 @dataclass
-class LiveLab:
-    """The whole lab; use as a context manager. Everything it made goes on close."""
+class LiveLab(LabScope):
+    """The whole lab; use as a context manager. Everything it made goes on close, also
+    when its build fails half way (LabScope)."""
     settings: LiveSettings = field(default_factory=LiveSettings)
 
     def __post_init__(self):
+        super().__init__()
         self.lab = None
         self.rsyslog = None
         self.f2b = None
         self.work = None
 
-    def __enter__(self) -> "LiveLab":
+    def build(self):
         problems = environment_problems()
         if problems:
             raise LabError(f"the live lab {problems[0]}")
         self.work = Path(tempfile.mkdtemp(prefix="f2bx-live-"))
-        try:
-            self.lab = Lab().__enter__()
-            apply_firewall(self.lab, self.settings.firewall)
-            self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
-            if self.settings.fail2ban:
-                self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
-                self.f2b.start(jail="netfilter-out")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self.lab = Lab().__enter__()
+        apply_firewall(self.lab, self.settings.firewall)
+        self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
+        if self.settings.fail2ban:
+            self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
+            self.f2b.start(jail="netfilter-out")
 
     def jails(self) -> str:
         s = self.settings
