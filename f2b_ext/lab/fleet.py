@@ -12,6 +12,7 @@ close(), also when setup failed half way (LabScope).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -19,14 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from f2b_ext.system import fleet_init as fleetinit, fleet_sets as fleetsets
 from f2b_ext.core import nftset
 from f2b_ext.lab.fail2ban_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
-from f2b_ext.lab.netns import LabScope, new_tag, sh, until
+from f2b_ext.lab.netns import Background, LabScope, new_tag, sh, until
 
 NAMES = ("a", "b", "c")
 FLEET_JAIL, LOCAL_JAIL = "f2b-ext-fleet", "local"
@@ -336,7 +336,7 @@ def f2bx_elements(ruleset_json: str) -> dict:
     return held
 
 
-class SetWatch:
+class SetWatch(Background):
     """When each network first appeared in some servers' kernels: one thread per server,
     inside its namespace, lists its f2b-ext sets with libnftables every `every` seconds;
     `first[n][network]` is the time.time() of the first listing that held it."""
@@ -344,18 +344,7 @@ class SetWatch:
     def __init__(self, lab: FleetLab, names, every: float = 0.005):
         self.lab, self.names, self.every = lab, list(names), every
         self.first: dict = {n: {} for n in self.names}
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._watch, args=(n,), daemon=True) for n in self.names]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
+        super().__init__(*(functools.partial(self._watch, n) for n in self.names))
 
     def _watch(self, n: str):
         from nftables import Nftables

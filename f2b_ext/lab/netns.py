@@ -160,6 +160,26 @@ class Listener:
         self.thread.join(5)
 
 
+class Background:
+    """Threads that run while a block runs (a lab's watchers and probers): each target
+    in a daemon thread, started on entering; on leaving `_stop` is set and each is
+    joined (at most 5 s)."""
+
+    def __init__(self, *targets):
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=t, daemon=True) for t in targets]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+
 @dataclass
 class KernelRecord:
     uptime: float
