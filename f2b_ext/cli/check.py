@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, add_conf_option, add_json_option, command
 from f2b_ext.system.fail2ban_client import Fail2banError
 from f2b_ext.system.filter_runner import Fail2banMissing, parse_filter_spec
 from f2b_ext.system.host import guarded_dependencies
@@ -176,14 +176,13 @@ def cmd_check(args) -> int:
 
 def add_parser(sub) -> None:
     """The `check` command's arguments (sub: build_parser's subparsers)."""
-    c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",
-                       description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
-                                   "firewall ruleset and the kernel's logging state, and print one line per "
-                                   "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
-                                   "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
-                                   "subnet escalation without a ban action that holds subnets. Exit 1 if "
-                                   "there is a problem.")
-    c.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = command(sub, "check", cmd_check, help="find what keeps the jails from seeing or banning attacks",
+                description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
+                            "firewall ruleset and the kernel's logging state, and print one line per "
+                            "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
+                            "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
+                            "subnet escalation without a ban action that holds subnets. Exit 1 if "
+                            "there is a problem.")
+    add_conf_option(c)
+    add_json_option(c)
     c.add_argument("-q", "--quiet", action="store_true", help="only problems and warnings")
-    c.set_defaults(func=cmd_check)

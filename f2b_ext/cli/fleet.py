@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from f2b_ext.cli.common import add_json_option, command
 from f2b_ext.errors import CliError
 
 
@@ -98,10 +99,10 @@ def _fleet_bans(path, as_json: bool) -> int:
 
 def add_parser(sub) -> None:
     """The `fleet` command's arguments (sub: build_parser's subparsers)."""
-    fl = sub.add_parser("fleet", help="share bans across servers through NATS JetStream",
-                        description="A fleet of servers shares its bans: `init` writes a NATS cluster "
-                                    "configuration with TLS and one credential per server, `run` is the agent "
-                                    "(its systemd unit: f2b-ext-fleet), `status` says what it sees.")
+    fl = command(sub, "fleet", cmd_fleet, help="share bans across servers through NATS JetStream",
+                 description="A fleet of servers shares its bans: `init` writes a NATS cluster "
+                             "configuration with TLS and one credential per server, `run` is the agent "
+                             "(its systemd unit: f2b-ext-fleet), `status` says what it sees.")
     fsub = fl.add_subparsers(dest="fleet_command", metavar="FLEET_COMMAND")
     fsub.required = True
     fi = fsub.add_parser("init", help="write nats-server configs, TLS files and agent configs for a fleet")
@@ -118,7 +119,6 @@ def add_parser(sub) -> None:
     fc.set_defaults(status=None)
     fs = fsub.add_parser("status", help="servers seen, lag, spool depth, quarantined servers, remote bans")
     fs.add_argument("--status", metavar="FILE", help="status file (default /run/f2b-ext/fleet-status.json)")
-    fs.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(fs)
     fs.add_argument("--bans", action="store_true",
                     help="every remote ban the agent lists: origin servers, jail, evidence kind, end")
-    fl.set_defaults(func=cmd_fleet)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from f2b_ext.cli.common import command
 from f2b_ext.errors import CliError
 
 
@@ -51,13 +52,13 @@ def cmd_synwatch(args) -> int:
 def add_parser(sub) -> None:
     """The `synwatch` command's arguments (sub: build_parser's subparsers)."""
     from f2b_ext.system import synwatch as synwatcher          # no fail2ban import: the watcher runs without it
-    w = sub.add_parser("synwatch", help="log sources holding many half-open (SYN_RECV) connections",
-                       description="A SYN flood on an open port leaves no firewall log line; its trace "
-                                   "is connections stuck in SYN_RECV. Every INTERVAL seconds, count them "
-                                   "per remote address and per /24 (/64), and write one line per offender "
-                                   "(a prefix at or above --net, else an address at or above --host) to the "
-                                   "log that filter.d/synrecv.conf reads. Never resolves names; this "
-                                   "machine's addresses, loopback and --ignore are never reported.")
+    w = command(sub, "synwatch", cmd_synwatch, help="log sources holding many half-open (SYN_RECV) connections",
+                description="A SYN flood on an open port leaves no firewall log line; its trace "
+                            "is connections stuck in SYN_RECV. Every INTERVAL seconds, count them "
+                            "per remote address and per /24 (/64), and write one line per offender "
+                            "(a prefix at or above --net, else an address at or above --host) to the "
+                            "log that filter.d/synrecv.conf reads. Never resolves names; this "
+                            "machine's addresses, loopback and --ignore are never reported.")
     w.add_argument("--interval", type=_positive(float), default=10.0, metavar="SECONDS",
                    help="seconds between samples (default 10)")
     w.add_argument("--host", type=_positive(int), default=20, metavar="N",
@@ -80,4 +81,3 @@ def add_parser(sub) -> None:
                    help="addresses (and prefixes) counted exactly per sample; beyond, counts are bounded "
                         "estimates that never exceed the truth (default 65536)")
     w.add_argument("--once", action="store_true", help="take one sample, print its lines (to --log if given), exit")
-    w.set_defaults(func=cmd_synwatch)
