@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from f2b_ext.system import fleet_init as fleetinit
+from f2b_ext.system import fleet_init
 from f2b_ext.system.fleet_agent import AgentConfig
 
 SERVERS = {"a": "198.18.0.1", "b": "198.18.0.2", "c": "2001:db8::3"}
 
 
 def test_a_server_may_publish_only_under_its_own_subject_and_key():
-    allow = fleetinit.permissions("b")["publish"]
+    allow = fleet_init.permissions("b")["publish"]
     assert "f2bx.bans.b" in allow and not any(s.startswith("f2bx.bans.") and s != "f2bx.bans.b" for s in allow)
     assert "$KV.f2bx-protected.b" in allow and "$KV.f2bx-protected.>" not in allow
     # no wildcard over the JetStream API: it cannot delete, purge or edit the stream
@@ -25,7 +25,7 @@ def test_a_server_may_publish_only_under_its_own_subject_and_key():
 
 
 def test_plan_has_routes_to_the_others_tls_and_one_user_per_server():
-    plan = fleetinit.plan(SERVERS, "/store", "/certs")
+    plan = fleet_init.plan(SERVERS, "/store", "/certs")
     conf = plan["a"]["nats-server.conf"]
     assert 'listen: "198.18.0.1:4222"' in conf and "jetstream" in conf
     assert re.search(r'routes: \["nats-route://198.18.0.2:6222", "nats-route://\[2001:db8::3\]:6222"\]', conf)
@@ -41,13 +41,13 @@ def test_plan_has_routes_to_the_others_tls_and_one_user_per_server():
                                              ({"admin": "198.18.0.1"}, "reserved"), ({}, "at least one")])
 def test_plan_refuses_bad_servers(servers, message):
     with pytest.raises(ValueError, match=message):
-        fleetinit.plan(servers)
+        fleet_init.plan(servers)
 
 
 def test_written_files_agree_and_certificates_verify(tmp_path):
     from cryptography import x509
     out = tmp_path / "fleet"
-    fleetinit.write(out, SERVERS, "/store")
+    fleet_init.write(out, SERVERS, "/store")
     for name, addr in SERVERS.items():
         cert = x509.load_pem_x509_certificate((out / name / f"{name}.crt").read_bytes())
         r = subprocess.run(["openssl", "verify", "-CAfile", str(out / name / "ca.crt"), str(out / name / f"{name}.crt")],
@@ -63,7 +63,7 @@ def test_written_files_agree_and_certificates_verify(tmp_path):
             assert f'user: "{name}", password: "{cfg.password}"' in (out / other / "nats-server.conf").read_text()
     assert not (out / "admin" / "ca.key").exists()
     with pytest.raises(ValueError, match="not empty"):
-        fleetinit.write(out, SERVERS, "/store")
+        fleet_init.write(out, SERVERS, "/store")
 
 
 def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):

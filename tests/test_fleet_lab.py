@@ -79,10 +79,10 @@ def test_the_remote_ban_is_the_agents_with_its_remaining_time_and_origin(lab):
         "status", "--status", str(lab.dir / "status-b.json"), ns=lab.ns["b"])
     import subprocess
     import sys
-    from f2b_ext.lab.fleet import PROJECT_DIR
+    from f2b_ext.lab.fail2ban_server import IMPORT_ROOT
     r = subprocess.run(["ip", "netns", "exec", lab.ns["b"], sys.executable, "-m", "f2b_ext", "schedule", "--socket",
                         str(lab.f2b["b"].sock), "--fleet-status", str(lab.dir / "status-b.json")],
-                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(PROJECT_DIR)))
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(IMPORT_ROOT)))
     assert re.search(r"fleet-agent +203\.0\.113\.7 .* from a \(local, forgeable\)", r.stdout), r.stdout + r.stderr
 
 
@@ -212,7 +212,7 @@ def put_decision(lab, decision):
     """Write a fleet decision into the bucket as server a's agent would."""
     import subprocess
     import sys
-    from f2b_ext.lab.fleet import PROJECT_DIR
+    from f2b_ext.lab.fail2ban_server import IMPORT_ROOT
     code = f"""
 import asyncio, ssl, nats
 from f2b_ext.system.fleet_agent import AgentConfig
@@ -226,7 +226,7 @@ async def main():
 asyncio.run(main())
 """
     subprocess.run(["ip", "netns", "exec", lab.ns["a"], sys.executable, "-c", code], check=True, timeout=60,
-                   env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                   env={"PYTHONPATH": str(IMPORT_ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 
 def fleet_key(net):

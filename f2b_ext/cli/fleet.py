@@ -12,7 +12,7 @@ from f2b_ext.errors import CliError
 def cmd_fleet(args) -> int:
     """The fleet: init (cluster config), run (the agent), status."""
     if args.fleet_command == "init":
-        from f2b_ext.system import fleet_init as fleetinit
+        from f2b_ext.system import fleet_init
         servers = {}
         for item in args.servers:
             name, sep, addr = item.partition("=")
@@ -20,7 +20,7 @@ def cmd_fleet(args) -> int:
                 raise CliError(f"{item!r}: give each server as NAME=ADDRESS")
             servers[name] = addr
         try:
-            written = fleetinit.write(Path(args.out), servers, args.store, args.certs)
+            written = fleet_init.write(Path(args.out), servers, args.store, args.certs)
         except ValueError as exc:           # fleet.EventError is one
             raise CliError(str(exc).splitlines()[0]) from None
         print(f"wrote {len(written)} files under {args.out}: per server nats-server.conf, fleet.conf and its "

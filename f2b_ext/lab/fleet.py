@@ -23,14 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from f2b_ext.system import fleet_init as fleetinit, fleet_sets as fleetsets
+from f2b_ext.system import fleet_init, fleet_sets
 from f2b_ext.core import nftset
-from f2b_ext.lab.fail2ban_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
+from f2b_ext.lab.fail2ban_server import IMPORT_ROOT, Fail2banServer
 from f2b_ext.lab.netns import Background, LabScope, new_tag, sh, until
 
 NAMES = ("a", "b", "c")
 FLEET_JAIL, LOCAL_JAIL = "f2b-ext-fleet", "local"
-REMOTE_SETS = fleetsets.NAME          # the agent's own sets: remote host bans
+REMOTE_SETS = fleet_sets.NAME          # the agent's own sets: remote host bans
 
 
 def jail_conf(name: str, spool: Path) -> str:
@@ -87,7 +87,7 @@ class FleetLab(LabScope):
             sh("ip", "-n", ns, "addr", "add", f"{self.addr[n]}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        fleetinit.write(self.dir / "init", self.addr, str(self.dir / "store"))
+        fleet_init.write(self.dir / "init", self.addr, str(self.dir / "store"))
         for n in self.names:
             self.start_nats(n)
         self.wait_cluster()
@@ -145,7 +145,7 @@ class FleetLab(LabScope):
 
     def start_agent(self, n: str):
         logf = open(self.dir / f"agent-{n}.log", "a")
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+        env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
         self.agents[n] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[n], sys.executable, "-m", "f2b_ext", "fleet", "run",
              "--config", str(self.agent_conf(n))], stdout=logf, stderr=subprocess.STDOUT, env=env)
@@ -180,7 +180,7 @@ class FleetLab(LabScope):
             return {}
 
     def fleet_cli(self, *args: str, ns: str | None = None) -> str:
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+        env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
         cmd = [sys.executable, "-m", "f2b_ext", "fleet", *args]
         if ns or self.names:
             cmd = ["ip", "netns", "exec", ns or self.ns[self.names[0]], *cmd]
@@ -379,7 +379,7 @@ def _job(lab: FleetLab, n: str, spec: dict, conf: Path) -> dict:
     """Run a NATS job (publish, bus) in n's namespace with `conf`'s credentials; its answer."""
     src = lab.dir / f"job-{time.monotonic_ns()}.json"
     src.write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+    env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
     r = subprocess.run(["ip", "netns", "exec", lab.ns[n], sys.executable, "-m", "f2b_ext.lab.fleet",
                         str(conf), str(src)], capture_output=True, text=True, env=env, timeout=900)
     src.unlink(missing_ok=True)

@@ -52,7 +52,8 @@ from pathlib import Path
 from f2b_ext.core import fleet, setsync
 from f2b_ext.core.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Escalator, Ladder, Safety, Schedule, parse_duration
 from f2b_ext.core.fleet import DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision, FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for
-from f2b_ext.system.fleet_ledger import LedgerStore, default_path as default_ledger
+from f2b_ext.system import fleet_ledger
+from f2b_ext.system.fleet_ledger import LedgerStore
 from f2b_ext.system.fleet_spool import DEFAULT_SPOOL, Spool
 
 log = logging.getLogger("f2b-ext-fleet")
@@ -239,7 +240,7 @@ class Agent:
         # before any event is decided: what this server depends on is protected here
         self.mine = self.dependencies.gather(time.time()) if inbox is not False else []
         self.receiver.set_local(self.mine)
-        self.store = LedgerStore(cfg.ledger or default_ledger(cfg.spool)) if inbox is not False else None
+        self.store = LedgerStore(cfg.ledger or fleet_ledger.default_path(cfg.spool)) if inbox is not False else None
         if self.store:
             self.store.load(self.receiver.ledger, time.time())
         self.sets = None
