@@ -78,6 +78,23 @@ def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):
         AgentConfig.read(str(conf))
 
 
+@pytest.mark.parametrize("line,message", [
+    ("fleet_bantime = 1d", "fleet_bantime was dropped: fleet escalations follow `schedule` now"),
+    ("replica = 3", "unknown option 'replica' in [fleet]"),
+    ("rate = fast", "rate: 'fast' is not a number"),
+    ("single_cap = soon", "single_cap: 'soon' is not a positive duration")])
+def test_an_option_the_agent_does_not_read_is_a_one_line_error(tmp_path, line, message):
+    """A dropped option (fleet_bantime, replaced by schedule) or a typo is refused, not
+    ignored: `fleet run` says so in one line and does not start."""
+    conf = tmp_path / "fleet.conf"
+    conf.write_text(f"[fleet]\nserver = a\nnats = tls://198.18.0.1:4222\n{line}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AgentConfig.read(str(conf))
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", "fleet", "run", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("args,message", [(["fleet", "init", "a", "--out", "/nonexistent/x"], "NAME=ADDRESS"),
                                           (["fleet", "status", "--status", "/nonexistent/s.json"], "no status"),
                                           (["fleet", "run", "--config", "/nonexistent/f.conf"], "cannot read")])
@@ -120,3 +137,14 @@ def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
     assert [i[0] for i in inbox.got] == ["203.0.113.7"]
     asyncio.run(agent._handle(msgs, []))           # a real duplicate now
     assert len(inbox.got) == 1
+
+
+@pytest.mark.fail2ban
+def test_the_fleet_action_refuses_a_parameter_it_does_not_read():
+    """In a jail, fleet.py[...] takes role, server and spool; anything else (an agent
+    option put there by mistake, a typo) stops the action with one line, as before."""
+    from types import SimpleNamespace
+    from f2b_ext.plugins.fleet import FleetAction
+    with pytest.raises(ValueError, match=r"^fleet: unknown parameter\(s\): fleet_bantime$"):
+        FleetAction(SimpleNamespace(name="j"), "fleet", fleet_bantime="1d")
+    assert FleetAction(SimpleNamespace(name="j"), "fleet", role="inbox", server="a").role == "inbox"

@@ -52,6 +52,7 @@ from pathlib import Path
 from f2b_ext.core import fleet, setsync
 from f2b_ext.core.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Escalator, Ladder, Safety, Schedule, parse_duration
 from f2b_ext.core.fleet import DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision, FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for
+from f2b_ext.errors import F2bExtError
 from f2b_ext.system import fleet_ledger
 from f2b_ext.system.fleet_ledger import LedgerStore
 from f2b_ext.system.fleet_spool import DEFAULT_SPOOL, Spool
@@ -120,6 +121,11 @@ class LocalDependencies:
         return always + peers[:max(0, PUBLISHED_MAX - len(always))]
 
 
+# options of [fleet] that an earlier version read: now an error that says what replaced them
+DROPPED = {"fleet_bantime": "fleet escalations follow `schedule` now (its first step is the first fleet ban, "
+                            "later ones grow); remove fleet_bantime, or set schedule = <that time>"}
+
+
 @dataclass
 class AgentConfig:
     server: str
@@ -159,26 +165,40 @@ class AgentConfig:
 
     @classmethod
     def read(cls, path: str, **override) -> "AgentConfig":
+        """The [fleet] section of `path`. An option the agent does not know is an error
+        (a typo would otherwise leave a setting at its default unseen), and so is one a
+        former version knew (DROPPED: the error names what replaced it): the agent is its
+        own unit, so refusing to start stops no jail, and fail2ban keeps banning and
+        spooling until the option is fixed."""
         cp = configparser.ConfigParser(interpolation=None)
         if not cp.read(path):
             raise fleet.EventError(f"{path}: cannot read the fleet configuration")
         s = dict(cp["fleet"]) if cp.has_section("fleet") else {}
         s.update({k: v for k, v in override.items() if v is not None})
+        for name in s:
+            if name in DROPPED:
+                raise fleet.EventError(f"{path}: {name} was dropped: {DROPPED[name]}")
+            if name not in cls.__annotations__:
+                raise fleet.EventError(f"{path}: unknown option {name!r} in [fleet]")
         kw = {}
         for name, typ in cls.__annotations__.items():
             if name not in s:
                 continue
             value = s[name]
-            if name in ("nats", "protect", "peers"):
-                kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
-                kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
-            elif typ in ("int", int):
-                kw[name] = int(value)
-            elif typ in ("float", float):
-                kw[name] = float(value)
-            else:
-                kw[name] = value
+            try:
+                if name in ("nats", "protect", "peers"):
+                    kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+                elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
+                    kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
+                elif typ in ("int", int):
+                    kw[name] = int(value)
+                elif typ in ("float", float):
+                    kw[name] = float(value)
+                else:
+                    kw[name] = value
+            except ValueError as exc:        # a duration's own message, else the number's
+                what = str(exc) if isinstance(exc, F2bExtError) else f"{name}: {value!r} is not a number"
+                raise fleet.EventError(f"{path}: {what}") from None
         if "server" not in kw or "nats" not in kw:
             raise fleet.EventError(f"{path}: [fleet] needs server and nats")
         if kw.get("remote", "kernel") not in ("kernel", "fail2ban"):
