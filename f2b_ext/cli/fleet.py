@@ -66,9 +66,14 @@ def cmd_fleet(args) -> int:
         raise CliError(str(exc)) from None
     from f2b_ext.system.fleet_agent import create_streams, run
     if args.fleet_command == "create":
-        create_streams(cfg)
+        import nats.errors
+        try:
+            created = create_streams(cfg)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:      # no server, a refusal: one line
+            raise CliError(f"fleet create: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         print(f"stream {fleet.STREAM} and buckets {fleet.PROTECTED_BUCKET}, {fleet.DECISIONS_BUCKET} "
-              f"ready ({cfg.replicas} replica(s))")
+              f"ready ({cfg.replicas} replica(s)): "
+              + (f"created {', '.join(created)}" if created else "they were there, with these settings"))
         return 0
     run(cfg)
     return 0

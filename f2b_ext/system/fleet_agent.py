@@ -308,17 +308,38 @@ class Agent:
                 await asyncio.sleep(1)
         self.js = self.nc.jetstream(timeout=5)
 
-    async def ensure_streams(self):
-        """Create the stream and buckets if missing (admin credentials; servers' own
-        credentials may not be allowed to)."""
+    async def ensure_streams(self) -> list[str]:
+        """Create the stream and buckets that are missing (admin credentials; servers' own
+        credentials may not be allowed to) and return their names. One that exists must
+        have the settings this configuration gives it (fleet.bus_layout); if any differs,
+        nothing is created and the error names every difference: a second create is
+        harmless, a conflicting one changes nothing."""
         from nats.js.api import StreamConfig
-        await self.js.add_stream(StreamConfig(name=STREAM, subjects=[fleet.SUBJECT_PREFIX + ">"],
-                                              max_age=self.cfg.max_ban, num_replicas=self.cfg.replicas,
-                                              duplicate_window=120))
-        for bucket in (PROTECTED_BUCKET, DECISIONS_BUCKET):
-            await self.js.create_key_value(bucket=bucket, history=1, replicas=self.cfg.replicas,
-                                           ttl=None if bucket == PROTECTED_BUCKET else
-                                           max(self.cfg.max_ban, self.cfg.forget))   # history for the schedule
+        from nats.js.errors import NotFoundError
+        layout = fleet.bus_layout(self.cfg.replicas, self.cfg.max_ban, self.cfg.forget)
+        missing, conflicts = [], []
+        for stream, wanted in layout.items():
+            try:
+                c = (await self.js.stream_info(stream)).config
+            except NotFoundError:
+                missing.append(stream)
+                continue
+            found = {"subjects": c.subjects, "max_age": c.max_age, "replicas": c.num_replicas or 1,
+                     "duplicate_window": c.duplicate_window, "history": c.max_msgs_per_subject}
+            conflicts += fleet.layout_conflicts(stream, wanted, found)
+        if conflicts:
+            raise EventError("the fleet's stream or buckets exist with other settings: " + "; ".join(conflicts)
+                             + " (use a configuration that matches them)")
+        for stream in missing:
+            wanted = layout[stream]
+            if stream == STREAM:
+                await self.js.add_stream(StreamConfig(name=STREAM, subjects=list(wanted["subjects"]),
+                                                      max_age=wanted["max_age"], num_replicas=wanted["replicas"],
+                                                      duplicate_window=wanted["duplicate_window"]))
+            else:
+                await self.js.create_key_value(bucket=stream.removeprefix("KV_"), history=wanted["history"],
+                                               replicas=wanted["replicas"], ttl=wanted["max_age"] or None)
+        return missing
 
     async def run(self):
         if self.sets:
@@ -647,16 +668,21 @@ class Agent:
             await asyncio.sleep(1)
 
 
-def create_streams(cfg: AgentConfig):
-    """Create the stream and buckets (idempotent), with the administrator's credential."""
+def create_streams(cfg: AgentConfig) -> list[str]:
+    """Create the stream and buckets that are missing, with the administrator's
+    credential; the names of those it created (Agent.ensure_streams)."""
+    # asyncio's notice as TLS closes ("returning true from eof_received() ...") is no
+    # line for the person who ran the command
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+
     async def main():
         agent = Agent(cfg, inbox=False)
         await agent.connect(retry=False)
         try:
-            await agent.ensure_streams()
+            return await agent.ensure_streams()
         finally:
             await agent.nc.close()
-    asyncio.run(main())
+    return asyncio.run(main())
 
 
 def run(cfg: AgentConfig):
