@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from f2b_ext.cli.common import Style, add_json_option, command, file_error, filter_spec, netfilter_policy, readable_file
+from f2b_ext.cli.common import Style, add_conf_option, add_json_option, command, file_error, filter_spec, netfilter_policy, readable_file
 from f2b_ext.core import netfilter as nf
 from f2b_ext.errors import CliError
 from f2b_ext.system.host import guarded_dependencies
@@ -86,6 +86,22 @@ def _journal_lines(since: float | None, directory: str | None = None):
             raise CliError(f"journalctl: {err.splitlines()[-1] if err else f'exit {proc.returncode}'}")
 
 
+def _jail_policy(conf: str, name: str) -> nf.Policy:
+    """The core's Policy for jail `name` of CONFDIR: its filter's options as fail2ban
+    resolves them for it (system.jail_config), both directions read. An option left at
+    the shipped filter's own value keeps the core's equivalent default (the filter's
+    logprefix is written for fail2ban's whole-line regex, the core's for the prefix)."""
+    from f2b_ext.system.filter_runner import stock_init_options
+    from f2b_ext.system.jail_config import Jails
+    jails = Jails(conf, only=name)
+    filter_name, known = jails.filter_options(jails.jails[0])
+    if filter_name != "netfilter":
+        raise CliError(f"jail {name!r} uses filter {filter_name or 'none'!r} (report reads: netfilter)")
+    stock = stock_init_options("netfilter")
+    options = {k: v for k, v in known.items() if k in nf.POLICY_OPTIONS and v != stock.get(k)}
+    return netfilter_policy(f"of jail {name!r}", options, direction="any")
+
+
 def cmd_report(args) -> int:
     from f2b_ext.core import report
     journal = args.journal or bool(args.journal_dir)
@@ -99,7 +115,11 @@ def cmd_report(args) -> int:
     from f2b_ext.core.escalation import parse_bogons
     bogons = parse_bogons(args.bogons)
     policy = nf.Policy(direction="any")
-    if args.filter != "netfilter":          # the jail's parameters (fail2ban reads the spec)
+    if args.jail:                           # the jail's filter and options, as fail2ban reads CONFDIR
+        if args.filter != "netfilter":
+            raise CliError("give --filter or --jail, not both")
+        policy = _jail_policy(args.conf, args.jail)
+    elif args.filter != "netfilter":        # the jail's parameters (fail2ban reads the spec)
         options = filter_spec(args.filter, ("netfilter",), "report reads")[1]
         policy = netfilter_policy(args.filter, options, direction="any")
     found = [] if args.no_dependencies else guarded_dependencies()[0]
@@ -146,5 +166,9 @@ def add_parser(sub) -> None:
     r.add_argument("--filter", default="netfilter", metavar="SPEC",
                    help='the jail\'s filter and parameters, e.g. "netfilter[icmptypes=8|13, neverprotos=2|47]" '
                         '(both directions are read whatever its direction)')
+    r.add_argument("--jail", metavar="NAME",
+                   help="judge lines as jail NAME of --conf does: its filter's options as fail2ban reads them "
+                        "(the jail's filter line, the filter's .local), both directions read")
+    add_conf_option(r)
     r.add_argument("--hosts", type=int, default=5, metavar="N",
                    help="attacking hosts that make a /24 (/64) a candidate subnet (default 5, as subnet-escalate)")
