@@ -73,6 +73,31 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in r.stderr
 
 
+def test_report_and_test_say_the_same_line_for_the_same_bad_argument(tmp_path):
+    """A log file or a --filter SPEC that cannot be used: one line, exit 2, the same
+    words from both commands that take them (cli/common.py)."""
+    for logfile, filter_spec, says in ((str(tmp_path / "missing.log"), "netfilter", "missing.log: no such file"),
+                                       (str(tmp_path), "netfilter", f"{tmp_path}: is a directory"),
+                                       ("/dev/null", "netfilter[icmptypes=x]", "filter netfilter[icmptypes=x]: "
+                                                                                  "icmptypes must be ICMP types")):
+        said = set()
+        for command in ("report", "test"):
+            r = f2b_ext(command, logfile, "--filter", filter_spec)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, (command, r.stderr)
+            said.add(r.stderr)
+        assert len(said) == 1, said
+
+
+def test_commands_that_read_fail2bans_configuration_take_conf_or_config(tmp_path):
+    """check and schedule (and report --jail) name fail2ban's directory the same way:
+    --conf or --config, default /etc/fail2ban."""
+    from f2b_ext.cli import build_parser
+    for command in ("check", "schedule"):
+        assert build_parser().parse_args([command]).conf == "/etc/fail2ban"
+        for spelling in ("--conf", "--config"):
+            assert build_parser().parse_args([command, spelling, str(tmp_path)]).conf == str(tmp_path)
+
+
 def test_bad_json_in_a_sample_is_one_line(tmp_path):
     bad = tmp_path / "bad"
     bad.write_text("# failJSON: {not json}\nNov 21 08:08:21 host kernel: x\n")

@@ -391,3 +391,22 @@ def test_decisions_round_trip_with_count_and_read_the_older_form():
     for bad in (dict(count=0), dict(count=True), dict(count="2"), dict(evidence="trust-me"), dict(extra=1)):
         with pytest.raises(EventError):
             FleetDecision.parse(json.dumps({**json.loads(d.to_json()), **bad}).encode())
+
+
+def test_fleet_create_checks_every_setting_it_gives_an_existing_stream():
+    """What `fleet create` makes (bus_layout) against what nats-server reports: equal
+    settings agree (float seconds, lists), each different one is named."""
+    layout = fleet.bus_layout(3, 7 * 86400, 30 * 86400)
+    assert layout["KV_f2bx-decisions"]["max_age"] == 30 * 86400 and layout["KV_f2bx-protected"]["max_age"] == 0
+    stream = {"subjects": ["f2bx.bans.>"], "max_age": 604800.0, "replicas": 3, "duplicate_window": 120.0,
+              "history": -1}
+    assert fleet.layout_conflicts("F2BX_BANS", layout["F2BX_BANS"], stream) == []
+    assert fleet.layout_conflicts("KV_f2bx-protected", layout["KV_f2bx-protected"],
+                                  {"history": 1, "replicas": 3, "max_age": 0.0}) == []
+    assert fleet.layout_conflicts("KV_f2bx-decisions", layout["KV_f2bx-decisions"],
+                                  {"history": 5, "replicas": 1, "max_age": 604800.0}) == [
+        "bucket f2bx-decisions has history 5, this configuration asks 1",
+        "bucket f2bx-decisions has replicas 1, this configuration asks 3",
+        "bucket f2bx-decisions has ttl 7d00h, this configuration asks 30d00h"]
+    assert fleet.layout_conflicts("F2BX_BANS", layout["F2BX_BANS"], {**stream, "subjects": ["x.>"]}) == [
+        "stream F2BX_BANS has subjects x.>, this configuration asks f2bx.bans.>"]

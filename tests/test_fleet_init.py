@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from f2b_ext.system import fleet_init as fleetinit
+from f2b_ext.system import fleet_init
 from f2b_ext.system.fleet_agent import AgentConfig
 
 SERVERS = {"a": "198.18.0.1", "b": "198.18.0.2", "c": "2001:db8::3"}
 
 
 def test_a_server_may_publish_only_under_its_own_subject_and_key():
-    allow = fleetinit.permissions("b")["publish"]
+    allow = fleet_init.permissions("b")["publish"]
     assert "f2bx.bans.b" in allow and not any(s.startswith("f2bx.bans.") and s != "f2bx.bans.b" for s in allow)
     assert "$KV.f2bx-protected.b" in allow and "$KV.f2bx-protected.>" not in allow
     # no wildcard over the JetStream API: it cannot delete, purge or edit the stream
@@ -25,7 +25,7 @@ def test_a_server_may_publish_only_under_its_own_subject_and_key():
 
 
 def test_plan_has_routes_to_the_others_tls_and_one_user_per_server():
-    plan = fleetinit.plan(SERVERS, "/store", "/certs")
+    plan = fleet_init.plan(SERVERS, "/store", "/certs")
     conf = plan["a"]["nats-server.conf"]
     assert 'listen: "198.18.0.1:4222"' in conf and "jetstream" in conf
     assert re.search(r'routes: \["nats-route://198.18.0.2:6222", "nats-route://\[2001:db8::3\]:6222"\]', conf)
@@ -41,13 +41,13 @@ def test_plan_has_routes_to_the_others_tls_and_one_user_per_server():
                                              ({"admin": "198.18.0.1"}, "reserved"), ({}, "at least one")])
 def test_plan_refuses_bad_servers(servers, message):
     with pytest.raises(ValueError, match=message):
-        fleetinit.plan(servers)
+        fleet_init.plan(servers)
 
 
 def test_written_files_agree_and_certificates_verify(tmp_path):
     from cryptography import x509
     out = tmp_path / "fleet"
-    fleetinit.write(out, SERVERS, "/store")
+    fleet_init.write(out, SERVERS, "/store")
     for name, addr in SERVERS.items():
         cert = x509.load_pem_x509_certificate((out / name / f"{name}.crt").read_bytes())
         r = subprocess.run(["openssl", "verify", "-CAfile", str(out / name / "ca.crt"), str(out / name / f"{name}.crt")],
@@ -63,7 +63,7 @@ def test_written_files_agree_and_certificates_verify(tmp_path):
             assert f'user: "{name}", password: "{cfg.password}"' in (out / other / "nats-server.conf").read_text()
     assert not (out / "admin" / "ca.key").exists()
     with pytest.raises(ValueError, match="not empty"):
-        fleetinit.write(out, SERVERS, "/store")
+        fleet_init.write(out, SERVERS, "/store")
 
 
 def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):
@@ -76,6 +76,23 @@ def test_agent_config_reads_durations_and_refuses_what_is_missing(tmp_path):
     conf.write_text("[fleet]\nserver = a\n")
     with pytest.raises(ValueError, match="needs server and nats"):
         AgentConfig.read(str(conf))
+
+
+@pytest.mark.parametrize("line,message", [
+    ("fleet_bantime = 1d", "fleet_bantime was dropped: fleet escalations follow `schedule` now"),
+    ("replica = 3", "unknown option 'replica' in [fleet]"),
+    ("rate = fast", "rate: 'fast' is not a number"),
+    ("single_cap = soon", "single_cap: 'soon' is not a positive duration")])
+def test_an_option_the_agent_does_not_read_is_a_one_line_error(tmp_path, line, message):
+    """A dropped option (fleet_bantime, replaced by schedule) or a typo is refused, not
+    ignored: `fleet run` says so in one line and does not start."""
+    conf = tmp_path / "fleet.conf"
+    conf.write_text(f"[fleet]\nserver = a\nnats = tls://198.18.0.1:4222\n{line}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AgentConfig.read(str(conf))
+    r = subprocess.run([sys.executable, "-m", "f2b_ext", "fleet", "run", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args,message", [(["fleet", "init", "a", "--out", "/nonexistent/x"], "NAME=ADDRESS"),
@@ -120,3 +137,14 @@ def test_a_batch_fail2ban_did_not_take_is_applied_when_redelivered(tmp_path):
     assert [i[0] for i in inbox.got] == ["203.0.113.7"]
     asyncio.run(agent._handle(msgs, []))           # a real duplicate now
     assert len(inbox.got) == 1
+
+
+@pytest.mark.fail2ban
+def test_the_fleet_action_refuses_a_parameter_it_does_not_read():
+    """In a jail, fleet.py[...] takes role, server and spool; anything else (an agent
+    option put there by mistake, a typo) stops the action with one line, as before."""
+    from types import SimpleNamespace
+    from f2b_ext.plugins.fleet import FleetAction
+    with pytest.raises(ValueError, match=r"^fleet: unknown parameter\(s\): fleet_bantime$"):
+        FleetAction(SimpleNamespace(name="j"), "fleet", fleet_bantime="1d")
+    assert FleetAction(SimpleNamespace(name="j"), "fleet", role="inbox", server="a").role == "inbox"

@@ -79,10 +79,10 @@ def test_the_remote_ban_is_the_agents_with_its_remaining_time_and_origin(lab):
         "status", "--status", str(lab.dir / "status-b.json"), ns=lab.ns["b"])
     import subprocess
     import sys
-    from f2b_ext.lab.fleet import PROJECT_DIR
+    from f2b_ext.lab.fail2ban_server import IMPORT_ROOT
     r = subprocess.run(["ip", "netns", "exec", lab.ns["b"], sys.executable, "-m", "f2b_ext", "schedule", "--socket",
                         str(lab.f2b["b"].sock), "--fleet-status", str(lab.dir / "status-b.json")],
-                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(PROJECT_DIR)))
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(IMPORT_ROOT)))
     assert re.search(r"fleet-agent +203\.0\.113\.7 .* from a \(local, forgeable\)", r.stdout), r.stdout + r.stderr
 
 
@@ -212,7 +212,7 @@ def put_decision(lab, decision):
     """Write a fleet decision into the bucket as server a's agent would."""
     import subprocess
     import sys
-    from f2b_ext.lab.fleet import PROJECT_DIR
+    from f2b_ext.lab.fail2ban_server import IMPORT_ROOT
     code = f"""
 import asyncio, ssl, nats
 from f2b_ext.system.fleet_agent import AgentConfig
@@ -226,7 +226,7 @@ async def main():
 asyncio.run(main())
 """
     subprocess.run(["ip", "netns", "exec", lab.ns["a"], sys.executable, "-c", code], check=True, timeout=60,
-                   env={"PYTHONPATH": str(PROJECT_DIR), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                   env={"PYTHONPATH": str(IMPORT_ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
 
 def fleet_key(net):
@@ -274,6 +274,47 @@ def test_a_flooding_server_is_quarantined(lab):
     # the others' bans still flow
     lab.f2b["b"].append(kernel_line("203.0.113.98"))
     assert wait(lambda: "203.0.113.98" in lab.kernel_set("a"), 20)
+
+
+def test_fleet_create_again_is_harmless_and_a_conflicting_one_changes_nothing(lab):
+    """The stream and buckets exist (the lab created them with init's admin fleet.conf:
+    3 replicas, max_ban 7d, forget 30d). The same create again succeeds and changes
+    nothing; one whose settings differ is refused in one line naming each difference,
+    and creates or changes nothing either (the next matching create still finds them so)."""
+    import subprocess
+    import sys
+    from f2b_ext.lab.fail2ban_server import IMPORT_ROOT
+    admin = lab.dir / "init" / "admin" / "fleet.conf"
+    text = admin.read_text()
+    assert "replicas = 3\n" in text
+
+    def create(conf):
+        return subprocess.run(["ip", "netns", "exec", lab.ns["a"], sys.executable, "-m", "f2b_ext", "fleet", "create",
+                               "--config", str(conf)], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, PYTHONPATH=str(IMPORT_ROOT)))
+
+    same = create(admin)
+    assert same.returncode == 0 and "they were there, with these settings" in same.stdout, same.stdout + same.stderr
+    before = lab.bus()
+    other = lab.dir / "admin-other.conf"
+    for change, says in (
+            ({"replicas": "1"}, ["stream F2BX_BANS has replicas 3, this configuration asks 1",
+                                 "bucket f2bx-protected has replicas 3, this configuration asks 1",
+                                 "bucket f2bx-decisions has replicas 3, this configuration asks 1"]),
+            ({"forget": "60d"}, ["bucket f2bx-decisions has ttl 30d00h, this configuration asks 60d00h"]),
+            # the decisions bucket as the first fleet version made it: ttl = max_ban
+            ({"forget": "7d"}, ["bucket f2bx-decisions has ttl 30d00h, this configuration asks 7d00h"]),
+            ({"max_ban": "1d"}, ["stream F2BX_BANS has ttl 7d00h, this configuration asks 1d00h"])):
+        lines = [line for line in text.splitlines() if line.split(" = ")[0] not in change]
+        other.write_text("\n".join(lines + [f"{k} = {v}" for k, v in change.items()]) + "\n")
+        r = create(other)
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (change, r.stdout, r.stderr)
+        assert r.stderr.startswith("f2b-ext: the fleet's stream or buckets exist with other settings: "), r.stderr
+        assert all(phrase in r.stderr for phrase in says) and r.stderr.count(" has ") == len(says), (change, r.stderr)
+    after = lab.bus()
+    assert sorted(after["replicas"]) == sorted(before["replicas"]) and len(after["replicas"]) == 2   # 3 replicas: leader + 2
+    again = create(admin)
+    assert again.returncode == 0 and "they were there, with these settings" in again.stdout, again.stderr
 
 
 def test_status_command(lab):

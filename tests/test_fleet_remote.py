@@ -1,8 +1,8 @@
 """Remote host bans written by the fleet agent itself (issue 17's scale part): the
-ledger's bound and provenance (f2b_ext/core/fleet.py), its SQLite store (fleetledger.py),
+ledger's bound and provenance (f2b_ext/core/fleet.py), its SQLite store (fleet_ledger.py),
 the nft text that retimes and removes without failing (nftset.py), the agent's batch
-path with a recording kernel (fleetagent.py), and the real kernel sets in a namespace
-(fleetsets.py; marked kernel)."""
+path with a recording kernel (fleet_agent.py), and the real kernel sets in a namespace
+(fleet_sets.py; marked kernel)."""
 from __future__ import annotations
 
 import asyncio
@@ -275,42 +275,42 @@ def test_agent_sets_in_the_kernel(lab_nft):
 
 def test_peers_are_remembered_across_restarts_and_published_after_the_others(tmp_path, monkeypatch):
     from f2b_ext.core import dependencies as deps
-    from f2b_ext.system import fleet_agent as fleetagent, host
+    from f2b_ext.system import fleet_agent, host
     seen = {"peers": ["198.51.100.80"]}
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(
         found=deps.dependencies("resolver", ["192.0.2.53"]) + deps.dependencies("this-host", ["198.18.0.1"]),
         names={"ntp.example": "ntp"}, peers=list(seen["peers"])))
     monkeypatch.setattr(host, "resolve", lambda name: ["192.0.2.123"])
     state = tmp_path / "fleet-peers.json"
-    d = fleetagent.LocalDependencies(str(state), protect=["203.0.113.0/28"], ignoreip=lambda: ["198.51.100.7", "office"])
+    d = fleet_agent.LocalDependencies(str(state), protect=["203.0.113.0/28"], ignoreip=lambda: ["198.51.100.7", "office"])
     mine = d.gather(NOW)
     assert mine == ["192.0.2.123/32", "192.0.2.53/32", "198.18.0.1/32", "198.51.100.7/32", "203.0.113.0/28",
                     "198.51.100.80/32"]              # always-protected first, then peers
     seen["peers"] = []                               # the connection closed; the agent restarts
-    again = fleetagent.LocalDependencies(str(state), ignoreip=None)
+    again = fleet_agent.LocalDependencies(str(state), ignoreip=None)
     assert "198.51.100.80/32" in again.gather(NOW + 3600)
     assert "198.51.100.80/32" not in again.gather(NOW + 8 * 86400)      # forgotten after the retention
 
 
 def test_a_dependency_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path, monkeypatch):
-    from f2b_ext.system import fleet_agent as fleetagent, host
+    from f2b_ext.system import fleet_agent, host
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(problems=["routes (ip route): boom"]))
 
     def down():
         raise ConnectionRefusedError("fail2ban is restarting")
-    d = fleetagent.LocalDependencies(str(tmp_path / "p.json"), ignoreip=down)
+    d = fleet_agent.LocalDependencies(str(tmp_path / "p.json"), ignoreip=down)
     assert d.gather(NOW) == []
     assert d.problems == ["routes (ip route): boom", "fail2ban's ignoreip: fail2ban is restarting"]
 
 
 def test_published_lists_are_capped_peers_first_to_go(tmp_path, monkeypatch):
     from f2b_ext.core import dependencies as deps
-    from f2b_ext.system import fleet_agent as fleetagent, host
-    monkeypatch.setattr(fleetagent, "PUBLISHED_MAX", 3)
+    from f2b_ext.system import fleet_agent, host
+    monkeypatch.setattr(fleet_agent, "PUBLISHED_MAX", 3)
     monkeypatch.setattr(host, "gather", lambda: host.Gathered(found=deps.dependencies("gateway", ["192.0.2.1"]),
                                                               peers=[f"198.51.100.{i}" for i in range(1, 9)]))
-    assert fleetagent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)[0] == "192.0.2.1/32"
-    assert len(fleetagent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)) == 3
+    assert fleet_agent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)[0] == "192.0.2.1/32"
+    assert len(fleet_agent.LocalDependencies(str(tmp_path / "p.json")).gather(NOW)) == 3
 
 
 def test_local_and_fleet_protection_are_looked_up_by_index():

@@ -430,9 +430,9 @@ def test_install_modes_do_not_depend_on_the_umask(machine, tmp_path, umask):
 def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypatch):
     """Seen at the moment of the rename: the temporary is in the target's directory, was
     created 0600 (before its content went in) and has its final mode only then."""
-    from f2b_ext.system import install as installer
+    from f2b_ext.system import install
     seen = []
-    real_mkstemp, real_replace = installer.tempfile.mkstemp, installer.os.replace
+    real_mkstemp, real_replace = install.tempfile.mkstemp, install.os.replace
 
     def mkstemp(**kw):
         fd, name = real_mkstemp(**kw)
@@ -443,9 +443,9 @@ def test_a_file_is_written_through_a_0600_temporary_beside_it(tmp_path, monkeypa
         seen.append(("renamed", Path(src).parent, oct(os.stat(src).st_mode & 0o777), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(installer.tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(installer.os, "replace", replace)
-    inst = installer.Installer.__new__(installer.Installer)
+    monkeypatch.setattr(install.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(install.os, "replace", replace)
+    inst = install.Installer.__new__(install.Installer)
     inst.root = tmp_path
     old = os.umask(0)
     try:

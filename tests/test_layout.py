@@ -122,6 +122,39 @@ def test_the_plugins_are_exactly_what_the_actions_reach():
     assert not any(part(m) in ("cli", "lab") for m in reached)
 
 
+# a module of f2b_ext is bound under its own name, or under this one short name (the same
+# everywhere); never under a name from before the layout (fleetinit, synwatcher, ...)
+SHORT_NAMES = {"core.netfilter": "nf", "core.synwatch": "sw", "core.dependencies": "deps", "core.install": "plan"}
+
+
+def module_bindings() -> dict[str, set[tuple[str, str]]]:
+    """{module of f2b_ext: {(local name, importing module)}} of every import that binds
+    a module of f2b_ext to a name, anywhere in the package (functions included)."""
+    found: dict = {}
+    for importer, source in MODULES.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                pairs = [(a.name.removeprefix("f2b_ext."), a.asname) for a in node.names
+                         if a.name.startswith("f2b_ext.") and a.asname]
+            elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "f2b_ext":
+                inside = node.module.removeprefix("f2b_ext").lstrip(".")
+                pairs = [(f"{inside}.{a.name}".lstrip("."), a.asname or a.name) for a in node.names]
+            else:
+                continue
+            for module, local in pairs:
+                if module in MODULES:
+                    found.setdefault(module, set()).add((local, importer))
+    return found
+
+
+def test_a_module_is_imported_under_one_name_that_says_what_it_is():
+    bindings = module_bindings()
+    assert {"core.netfilter", "system.fleet_init", "shipped"} <= set(bindings)     # the reader sees imports
+    wrong = {module: sorted(pairs) for module, pairs in bindings.items()
+             if {local for local, _ in pairs} - {module.split(".")[-1], SHORT_NAMES.get(module)}}
+    assert wrong == {}, f"imported under another name than its own or SHORT_NAMES': {wrong}"
+
+
 def test_setup_cfg_lists_every_package():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")

@@ -242,9 +242,55 @@ def test_report_reads_the_jails_filter_parameters(known_file):
     got = json.loads(r.stdout)
     assert got["kinds"]["attempt"] == KNOWN["kinds"]["attempt"] - 3 and got["kinds"]["other"] == 3
     assert "203.0.113.200" not in {s["address"] for s in got["top_sources"]}
-    for spec, says in (("netfilter[icmptypes=8,13]", "icmptypes"), ("synrecv", "not 'synrecv'")):
+    for spec, says in (("netfilter[icmptypes=8,13]", "icmptypes"), ("synrecv", "unknown filter 'synrecv' (report reads: netfilter)")):
         r = f2b_ext("report", str(known_file), "--filter", spec)
         assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def jail_confdir(tmp_path) -> Path:
+    """A fail2ban configuration directory in tmp_path (never /etc/fail2ban itself): the
+    stock one, the suite's files, a disabled jail `probe` whose filter line says
+    mode=aggressive, and a netfilter.local that never counts GRE (47)."""
+    import shutil
+    from f2b_ext.system.filter_runner import config_dir
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    for stock in (conf / "jail.d").glob("*"):
+        stock.unlink()
+    config_dir(conf)
+    (conf / "jail.local").write_text("[probe]\nenabled = false\nfilter = netfilter[mode=aggressive]\n"
+                                     "logpath = /dev/null\n")
+    (conf / "filter.d" / "netfilter.local").write_text("[Init]\nneverprotos = 2|47\n")
+    return conf
+
+
+@pytest.mark.fail2ban
+def test_the_core_reads_every_parameter_of_the_filter():
+    """POLICY_OPTIONS (what --jail hands the core) is the shipped filter's whole [Init]
+    as fail2ban reads it, its internal __names aside."""
+    from f2b_ext.system.filter_runner import stock_init_options
+    assert set(nf.POLICY_OPTIONS) == {k for k in stock_init_options("netfilter") if not k.startswith("_")}
+
+
+@pytest.mark.fail2ban                     # fail2ban's own reader reads the jail
+def test_report_judges_lines_as_a_named_jail_of_a_configuration_does(known_file, tmp_path):
+    """--jail NAME --conf DIR: the jail's filter options as fail2ban resolves them (its
+    filter line over the filter's .local), the same as giving them with --filter."""
+    conf = jail_confdir(tmp_path)
+    r = f2b_ext("report", str(known_file), "--json", "--jail", "probe", "--conf", str(conf))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    # aggressive: the 4 SYN-ACKs count; neverprotos 2|47 (the .local): the 3 GRE records do not
+    assert got["kinds"]["attempt"] == KNOWN["kinds"]["attempt"] + 4 - 3 and got["kinds"]["other"] == 3
+    spelled = f2b_ext("report", str(known_file), "--json", "--filter", "netfilter[mode=aggressive, neverprotos=2|47]")
+    assert got == json.loads(spelled.stdout)
+    for args, says in ((("--jail", "nope"), f"no jail 'nope' in {conf}"),
+                       (("--jail", "sshd"), "jail 'sshd' uses filter 'sshd' (report reads: netfilter)"),
+                       (("--jail", "probe", "--filter", "netfilter[mode=aggressive]"), "give --filter or --jail, not both")):
+        r = f2b_ext("report", str(known_file), *args, "--config", str(conf))
+        assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    r = f2b_ext("report", str(known_file), "--jail", "probe", "--conf", str(tmp_path / "none"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "jail.conf not found" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args, message", [

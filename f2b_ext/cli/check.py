@@ -10,26 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-from f2b_ext.cli.common import Style
-from f2b_ext.system.fail2ban_client import Fail2banError
-from f2b_ext.system.filter_runner import Fail2banMissing, parse_filter_spec
+from f2b_ext.cli.common import Style, add_conf_option, add_json_option, command
+from f2b_ext.system.filter_runner import parse_filter_spec
 from f2b_ext.system.host import guarded_dependencies
+from f2b_ext.system.jail_config import Jails
 
 
 def _configured_jails(conf: str) -> list:
-    """The enabled jails as fail2ban's own JailsReader reads CONFDIR."""
+    """The enabled jails as fail2ban's own JailsReader reads CONFDIR (system.jail_config)."""
     from f2b_ext.core import check
-    try:
-        from fail2ban.client.jailsreader import JailsReader
-    except ImportError:
-        raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
-    if not Path(conf, "jail.conf").is_file():
-        raise Fail2banError(f"{conf}/jail.conf not found: is fail2ban installed? (or give --conf)")
-    reader = JailsReader(basedir=conf, force_enable=False)
-    if not reader.read() or not reader.getOptions():
-        raise Fail2banError(f"fail2ban cannot read the jails in {conf}: see `fail2ban-client -c {conf} -t`")
     jails = []
-    for jail in reader.jails:
+    for jail in Jails(conf).jails:
         o = jail.options
         jails.append(check.JailView(
             name=jail.getName(), filter=parse_filter_spec(o.get("filter") or "")[0] if o.get("filter") else "",
@@ -176,14 +167,13 @@ def cmd_check(args) -> int:
 
 def add_parser(sub) -> None:
     """The `check` command's arguments (sub: build_parser's subparsers)."""
-    c = sub.add_parser("check", help="find what keeps the jails from seeing or banning attacks",
-                       description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
-                                   "firewall ruleset and the kernel's logging state, and print one line per "
-                                   "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
-                                   "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
-                                   "subnet escalation without a ban action that holds subnets. Exit 1 if "
-                                   "there is a problem.")
-    c.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = command(sub, "check", cmd_check, help="find what keeps the jails from seeing or banning attacks",
+                description="Read the configured fail2ban (its enabled jails), rsyslog, the live "
+                            "firewall ruleset and the kernel's logging state, and print one line per "
+                            "finding with its fix: forgeable logs, LOG rules rate-limited into silence, "
+                            "no LOG rule, no kernel logger, ignoreip without this machine's addresses, "
+                            "subnet escalation without a ban action that holds subnets. Exit 1 if "
+                            "there is a problem.")
+    add_conf_option(c)
+    add_json_option(c)
     c.add_argument("-q", "--quiet", action="store_true", help="only problems and warnings")
-    c.set_defaults(func=cmd_check)

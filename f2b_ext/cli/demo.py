@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, command
 from f2b_ext.errors import CliError
 
 
@@ -37,11 +37,11 @@ def demo_fleet(args) -> int:
 
 def add_parser(sub) -> None:
     """The `demo` command's arguments (sub: build_parser's subparsers)."""
-    d = sub.add_parser("demo", help="the live demonstration on this kernel (root): attacks, bans, escalation",
-                       description="Builds two network namespaces on this kernel with the seeds' firewall, "
-                                   "rsyslog and a private fail2ban-server, plays the seeds' attacks and shows "
-                                   "what happened. Touches nothing outside the namespaces it makes; "
-                                   "cleans up when done or interrupted.")
+    d = command(sub, "demo", cmd_demo, help="the live demonstration on this kernel (root): attacks, bans, escalation",
+                description="Builds two network namespaces on this kernel with the seeds' firewall, "
+                            "rsyslog and a private fail2ban-server, plays the seeds' attacks and shows "
+                            "what happened. Touches nothing outside the namespaces it makes; "
+                            "cleans up when done or interrupted.")
     d.add_argument("--firewall", choices=("nft", "iptables-nft"), default="nft",
                    help="the server's firewall as a pure nftables ruleset or as iptables-nft rules")
     d.add_argument("--banaction", choices=("nftset", "ipset-net"), default="nftset",
@@ -49,4 +49,3 @@ def add_parser(sub) -> None:
     d.add_argument("--fleet", action="store_true",
                    help="the fleet instead: three servers (nats-server, fail2ban, fleet agent each) in "
                         "namespaces; a scan on one dropped on the others, forged bans refused")
-    d.set_defaults(func=cmd_demo)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from f2b_ext.cli.common import add_json_option, command
 from f2b_ext.errors import CliError
 
 
 def cmd_fleet(args) -> int:
     """The fleet: init (cluster config), run (the agent), status."""
     if args.fleet_command == "init":
-        from f2b_ext.system import fleet_init as fleetinit
+        from f2b_ext.system import fleet_init
         servers = {}
         for item in args.servers:
             name, sep, addr = item.partition("=")
@@ -19,7 +20,7 @@ def cmd_fleet(args) -> int:
                 raise CliError(f"{item!r}: give each server as NAME=ADDRESS")
             servers[name] = addr
         try:
-            written = fleetinit.write(Path(args.out), servers, args.store, args.certs)
+            written = fleet_init.write(Path(args.out), servers, args.store, args.certs)
         except ValueError as exc:           # fleet.EventError is one
             raise CliError(str(exc).splitlines()[0]) from None
         print(f"wrote {len(written)} files under {args.out}: per server nats-server.conf, fleet.conf and its "
@@ -65,9 +66,14 @@ def cmd_fleet(args) -> int:
         raise CliError(str(exc)) from None
     from f2b_ext.system.fleet_agent import create_streams, run
     if args.fleet_command == "create":
-        create_streams(cfg)
+        import nats.errors
+        try:
+            created = create_streams(cfg)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:      # no server, a refusal: one line
+            raise CliError(f"fleet create: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         print(f"stream {fleet.STREAM} and buckets {fleet.PROTECTED_BUCKET}, {fleet.DECISIONS_BUCKET} "
-              f"ready ({cfg.replicas} replica(s))")
+              f"ready ({cfg.replicas} replica(s)): "
+              + (f"created {', '.join(created)}" if created else "they were there, with these settings"))
         return 0
     run(cfg)
     return 0
@@ -98,10 +104,10 @@ def _fleet_bans(path, as_json: bool) -> int:
 
 def add_parser(sub) -> None:
     """The `fleet` command's arguments (sub: build_parser's subparsers)."""
-    fl = sub.add_parser("fleet", help="share bans across servers through NATS JetStream",
-                        description="A fleet of servers shares its bans: `init` writes a NATS cluster "
-                                    "configuration with TLS and one credential per server, `run` is the agent "
-                                    "(its systemd unit: f2b-ext-fleet), `status` says what it sees.")
+    fl = command(sub, "fleet", cmd_fleet, help="share bans across servers through NATS JetStream",
+                 description="A fleet of servers shares its bans: `init` writes a NATS cluster "
+                             "configuration with TLS and one credential per server, `run` is the agent "
+                             "(its systemd unit: f2b-ext-fleet), `status` says what it sees.")
     fsub = fl.add_subparsers(dest="fleet_command", metavar="FLEET_COMMAND")
     fsub.required = True
     fi = fsub.add_parser("init", help="write nats-server configs, TLS files and agent configs for a fleet")
@@ -118,7 +124,6 @@ def add_parser(sub) -> None:
     fc.set_defaults(status=None)
     fs = fsub.add_parser("status", help="servers seen, lag, spool depth, quarantined servers, remote bans")
     fs.add_argument("--status", metavar="FILE", help="status file (default /run/f2b-ext/fleet-status.json)")
-    fs.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(fs)
     fs.add_argument("--bans", action="store_true",
                     help="every remote ban the agent lists: origin servers, jail, evidence kind, end")
-    fl.set_defaults(func=cmd_fleet)

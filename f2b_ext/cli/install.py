@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, command
 from f2b_ext.errors import CliError
 
 
@@ -94,17 +94,17 @@ def add_parser(sub) -> None:
     """The `install` command's arguments (sub: build_parser's subparsers)."""
     for name, helptext in (("install", "copy the filters, actions and jails into /etc/fail2ban and validate"),
                            ("uninstall", "remove exactly what install put there")):
-        i = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ". "
-                           + ("Never overwrites a file you changed (it shows the difference; --force "
-                              "replaces it) and never writes a .local file; makes f2b_ext importable "
-                              "by the Python that runs fail2ban-server; checks the result with "
-                              "fail2ban-server -t." if name == "install" else
-                              "Files changed since install are kept unless --force; refuses while a "
-                              "f2b-ext jail is enabled."))
+        i = command(sub, name, cmd_install if name == "install" else cmd_uninstall, help=helptext,
+                    description=helptext[0].upper() + helptext[1:] + ". "
+                    + ("Never overwrites a file you changed (it shows the difference; --force "
+                       "replaces it) and never writes a .local file; makes f2b_ext importable "
+                       "by the Python that runs fail2ban-server; checks the result with "
+                       "fail2ban-server -t." if name == "install" else
+                       "Files changed since install are kept unless --force; refuses while a "
+                       "f2b-ext jail is enabled."))
         i.add_argument("--root", default="/", metavar="DIR",
                        help="install under DIR (DIR/etc/fail2ban, ...) instead of /")
         i.add_argument("--dry-run", "-n", action="store_true", help="say what would change, change nothing")
         i.add_argument("--force", action="store_true",
                        help="replace (or remove) files changed since the last install")
         i.add_argument("-v", "--verbose", action="store_true", help="list every file, unchanged ones too")
-        i.set_defaults(func=cmd_install if name == "install" else cmd_uninstall)

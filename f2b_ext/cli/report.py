@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, add_conf_option, add_json_option, command, file_error, filter_spec, netfilter_policy, readable_file
 from f2b_ext.core import netfilter as nf
 from f2b_ext.errors import CliError
-from f2b_ext.system.filter_runner import parse_filter_spec
 from f2b_ext.system.host import guarded_dependencies
 
 
@@ -43,18 +42,12 @@ class Progress:
 def _log_lines(path: Path, progress_stream=sys.stderr):
     """The lines of a log file (plain or .gz), streamed, with a progress bar on a terminal."""
     import gzip
-    import stat
+    readable_file(path)
     try:
-        if stat.S_ISDIR(path.stat().st_mode):
-            raise CliError(f"{path}: is a directory")
         raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
         size = os.fstat(raw.fileno()).st_size if path.suffix != ".gz" else 0
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
-    except PermissionError:
-        raise CliError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise CliError(f"{path}: {exc.strerror}") from None
+        raise file_error(path, exc) from None
     progress = Progress(size, progress_stream)
     done = 0
     try:
@@ -93,6 +86,22 @@ def _journal_lines(since: float | None, directory: str | None = None):
             raise CliError(f"journalctl: {err.splitlines()[-1] if err else f'exit {proc.returncode}'}")
 
 
+def _jail_policy(conf: str, name: str) -> nf.Policy:
+    """The core's Policy for jail `name` of CONFDIR: its filter's options as fail2ban
+    resolves them for it (system.jail_config), both directions read. An option left at
+    the shipped filter's own value keeps the core's equivalent default (the filter's
+    logprefix is written for fail2ban's whole-line regex, the core's for the prefix)."""
+    from f2b_ext.system.filter_runner import stock_init_options
+    from f2b_ext.system.jail_config import Jails
+    jails = Jails(conf, only=name)
+    filter_name, known = jails.filter_options(jails.jails[0])
+    if filter_name != "netfilter":
+        raise CliError(f"jail {name!r} uses filter {filter_name or 'none'!r} (report reads: netfilter)")
+    stock = stock_init_options("netfilter")
+    options = {k: v for k, v in known.items() if k in nf.POLICY_OPTIONS and v != stock.get(k)}
+    return netfilter_policy(f"of jail {name!r}", options, direction="any")
+
+
 def cmd_report(args) -> int:
     from f2b_ext.core import report
     journal = args.journal or bool(args.journal_dir)
@@ -106,14 +115,13 @@ def cmd_report(args) -> int:
     from f2b_ext.core.escalation import parse_bogons
     bogons = parse_bogons(args.bogons)
     policy = nf.Policy(direction="any")
-    if args.filter != "netfilter":          # the jail's parameters (fail2ban reads the spec)
-        name, options = parse_filter_spec(args.filter)
-        if name != "netfilter":
-            raise CliError(f"report reads the netfilter filter's records, not {name!r}")
-        try:
-            policy = nf.Policy.from_filter_options({**options, "direction": "any"})
-        except ValueError as exc:
-            raise CliError(f"filter {args.filter}: {exc}") from None
+    if args.jail:                           # the jail's filter and options, as fail2ban reads CONFDIR
+        if args.filter != "netfilter":
+            raise CliError("give --filter or --jail, not both")
+        policy = _jail_policy(args.conf, args.jail)
+    elif args.filter != "netfilter":        # the jail's parameters (fail2ban reads the spec)
+        options = filter_spec(args.filter, ("netfilter",), "report reads")[1]
+        policy = netfilter_policy(args.filter, options, direction="any")
     found = [] if args.no_dependencies else guarded_dependencies()[0]
     dependencies = {str(d.net.network_address): d.source for d in found if d.net.num_addresses == 1}
     rep = report.Report(now=now, since=since, policy=policy, hosts=args.hosts, bogons=bogons,
@@ -138,17 +146,18 @@ def cmd_report(args) -> int:
 
 def add_parser(sub) -> None:
     """The `report` command's arguments (sub: build_parser's subparsers)."""
-    r = sub.add_parser("report", help="what a firewall log says: sources, ports, backscatter, subnets, activity",
-                       description="Read a kernel firewall log (plain or .gz) or the journal's kernel "
-                                   "records and sum it up: records per LOG prefix and direction, protocols, "
-                                   "top sources and targeted ports, outbound attempts, backscatter (hosts that "
-                                   "answered packets forged with this server's address), candidate subnets "
-                                   "for escalation and activity per minute. Streams: any size, bounded memory.")
+    r = command(sub, "report", cmd_report,
+                help="what a firewall log says: sources, ports, backscatter, subnets, activity",
+                description="Read a kernel firewall log (plain or .gz) or the journal's kernel "
+                            "records and sum it up: records per LOG prefix and direction, protocols, "
+                            "top sources and targeted ports, outbound attempts, backscatter (hosts that "
+                            "answered packets forged with this server's address), candidate subnets "
+                            "for escalation and activity per minute. Streams: any size, bounded memory.")
     r.add_argument("logfile", nargs="?", help="the log file (e.g. /var/log/netfilter.log)")
     r.add_argument("--journal", action="store_true", help="read the journal (_TRANSPORT=kernel) instead")
     r.add_argument("--journal-dir", metavar="DIR", help="read the journal files in DIR (journalctl -D), e.g. a copy")
     r.add_argument("--since", metavar="WHEN", help="only records since an age (30m, 2h, 1d) or a date (2026-11-21T08:00)")
-    r.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(r)
     r.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
     r.add_argument("--no-dependencies", action="store_true",
                    help="the log is another machine's: do not mark (or protect) this machine's dependencies")
@@ -157,6 +166,9 @@ def add_parser(sub) -> None:
     r.add_argument("--filter", default="netfilter", metavar="SPEC",
                    help='the jail\'s filter and parameters, e.g. "netfilter[icmptypes=8|13, neverprotos=2|47]" '
                         '(both directions are read whatever its direction)')
+    r.add_argument("--jail", metavar="NAME",
+                   help="judge lines as jail NAME of --conf does: its filter's options as fail2ban reads them "
+                        "(the jail's filter line, the filter's .local), both directions read")
+    add_conf_option(r)
     r.add_argument("--hosts", type=int, default=5, metavar="N",
                    help="attacking hosts that make a /24 (/64) a candidate subnet (default 5, as subnet-escalate)")
-    r.set_defaults(func=cmd_report)

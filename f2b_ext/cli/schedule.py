@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, add_conf_option, add_json_option, command
 from f2b_ext.errors import CliError
 from f2b_ext.system.fail2ban_client import Fail2ban, socket_path
 
@@ -63,15 +63,14 @@ def _fleet_ledger_rows(status_path: str | None, now: float) -> list:
 
 def add_parser(sub) -> None:
     """The `schedule` command's arguments (sub: build_parser's subparsers)."""
-    sc = sub.add_parser("schedule", help="every ban of every jail and when it ends, as a timeline",
-                        description="Ask the running fail2ban for every jail's bans (fail2ban-client's "
-                                    "`get JAIL banip --with-time`) and draw them on one time axis, soonest "
-                                    "end first; subnets that subnet-escalate banned are marked.")
+    sc = command(sub, "schedule", cmd_schedule, help="every ban of every jail and when it ends, as a timeline",
+                 description="Ask the running fail2ban for every jail's bans (fail2ban-client's "
+                             "`get JAIL banip --with-time`) and draw them on one time axis, soonest "
+                             "end first; subnets that subnet-escalate banned are marked.")
     sc.add_argument("jail", nargs="*", help="only these jails (default: all)")
     sc.add_argument("--socket", metavar="PATH", help="fail2ban's socket (default: from CONFDIR/fail2ban.conf)")
-    sc.add_argument("--conf", default="/etc/fail2ban", metavar="CONFDIR", help="fail2ban's configuration directory")
-    sc.add_argument("--json", action="store_true", help="machine-readable output")
+    add_conf_option(sc)
+    add_json_option(sc)
     sc.add_argument("--fleet-status", metavar="FILE",
                     help="the fleet agent's status file, whose ledger lists its remote bans (default: "
                          "/run/f2b-ext/fleet-status.json when an agent runs here)")
-    sc.set_defaults(func=cmd_schedule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from f2b_ext.cli.common import command
 from f2b_ext.errors import CliError
 
 
@@ -23,7 +24,7 @@ def _positive(kind):
 def cmd_synwatch(args) -> int:
     """Sample SYN_RECV entries; log one line per offender per interval (f2b_ext.system.synwatch)."""
     from f2b_ext.core import synwatch as sw
-    from f2b_ext.system import synwatch as synwatcher
+    from f2b_ext.system.synwatch import DEFAULT_LOG, LineSink, Watcher, reader_for
     from f2b_ext.core.escalation import parse_networks
     try:
         thresholds = sw.Thresholds(host=args.host, net=args.net, prefix4=args.prefix4, prefix6=args.prefix6,
@@ -32,12 +33,12 @@ def cmd_synwatch(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
-        sink = synwatcher.LineSink("-" if args.once and args.log is None else (args.log or synwatcher.DEFAULT_LOG))
+        sink = LineSink("-" if args.once and args.log is None else (args.log or DEFAULT_LOG))
     except OSError as exc:
         raise CliError(f"cannot write the log {exc.filename}: {exc.strerror}") from None
     warn = lambda msg: print(f"f2b-ext synwatch: {msg}", file=sys.stderr, flush=True)
-    reader = synwatcher.reader_for(args.reader, warn)
-    watcher = synwatcher.Watcher(thresholds, reader, sink, capacity=args.capacity)
+    reader = reader_for(args.reader, warn)
+    watcher = Watcher(thresholds, reader, sink, capacity=args.capacity)
     if args.once:
         watcher.once()
         return 0
@@ -50,14 +51,14 @@ def cmd_synwatch(args) -> int:
 
 def add_parser(sub) -> None:
     """The `synwatch` command's arguments (sub: build_parser's subparsers)."""
-    from f2b_ext.system import synwatch as synwatcher          # no fail2ban import: the watcher runs without it
-    w = sub.add_parser("synwatch", help="log sources holding many half-open (SYN_RECV) connections",
-                       description="A SYN flood on an open port leaves no firewall log line; its trace "
-                                   "is connections stuck in SYN_RECV. Every INTERVAL seconds, count them "
-                                   "per remote address and per /24 (/64), and write one line per offender "
-                                   "(a prefix at or above --net, else an address at or above --host) to the "
-                                   "log that filter.d/synrecv.conf reads. Never resolves names; this "
-                                   "machine's addresses, loopback and --ignore are never reported.")
+    from f2b_ext.system.synwatch import DEFAULT_LOG          # no fail2ban import: the watcher runs without it
+    w = command(sub, "synwatch", cmd_synwatch, help="log sources holding many half-open (SYN_RECV) connections",
+                description="A SYN flood on an open port leaves no firewall log line; its trace "
+                            "is connections stuck in SYN_RECV. Every INTERVAL seconds, count them "
+                            "per remote address and per /24 (/64), and write one line per offender "
+                            "(a prefix at or above --net, else an address at or above --host) to the "
+                            "log that filter.d/synrecv.conf reads. Never resolves names; this "
+                            "machine's addresses, loopback and --ignore are never reported.")
     w.add_argument("--interval", type=_positive(float), default=10.0, metavar="SECONDS",
                    help="seconds between samples (default 10)")
     w.add_argument("--host", type=_positive(int), default=20, metavar="N",
@@ -75,9 +76,8 @@ def add_parser(sub) -> None:
     w.add_argument("--reader", choices=("auto", "netlink", "proc"), default="auto",
                    help="netlink sock_diag (cheaper) or /proc/net/tcp{,6} (default: netlink if available)")
     w.add_argument("--log", metavar="FILE",
-                   help=f"where lines go ('-': stdout, for journald; default {synwatcher.DEFAULT_LOG})")
+                   help=f"where lines go ('-': stdout, for journald; default {DEFAULT_LOG})")
     w.add_argument("--capacity", type=_positive(int), default=65536, metavar="N",
                    help="addresses (and prefixes) counted exactly per sample; beyond, counts are bounded "
                         "estimates that never exceed the truth (default 65536)")
     w.add_argument("--once", action="store_true", help="take one sample, print its lines (to --log if given), exit")
-    w.set_defaults(func=cmd_synwatch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 import tempfile
 from collections import Counter
@@ -11,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f2b_ext import shipped
-from f2b_ext.cli.common import Style
+from f2b_ext.cli.common import Style, command, filter_spec, netfilter_policy, readable_file
 from f2b_ext.core import netfilter as nf
 from f2b_ext.errors import CliError
-from f2b_ext.system.filter_runner import FilterRunner, config_dir, ensure_utc, parse_filter_spec
+from f2b_ext.system.filter_runner import FilterRunner, config_dir, ensure_utc
 from f2b_ext.system.samples import SampleError, read_cases
 
 
@@ -23,12 +22,14 @@ from f2b_ext.system.samples import SampleError, read_cases
 SHIPPED_FILTERS = ("netfilter", "ipfw", "synrecv")
 
 
+def _filter(spec: str) -> tuple[str, dict]:
+    return filter_spec(spec, SHIPPED_FILTERS, "this suite ships")
+
+
 def _runner(spec: str, workdir: Path) -> tuple[FilterRunner, nf.Policy | None]:
-    name, options = parse_filter_spec(spec)
-    if name not in SHIPPED_FILTERS:
-        raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
+    name, options = _filter(spec)
+    policy = netfilter_policy(spec, options) if name == "netfilter" else None
     try:
-        policy = nf.Policy.from_filter_options(options) if name == "netfilter" else None
         return FilterRunner(name, options, config_dir(workdir)), policy
     except ValueError as exc:
         raise CliError(f"filter {spec}: {exc}") from None
@@ -59,18 +60,15 @@ def judge(runner: FilterRunner, policy: nf.Policy | None, line: str, journal: bo
 def cmd_test(args) -> int:
     """Samples (with failJSON expectations) or plain logs through the filter."""
     out = Style(sys.stdout, args.color)
-    name = parse_filter_spec(args.filter)[0]
-    if name not in SHIPPED_FILTERS:
-        raise CliError(f"unknown filter {name!r} (this suite ships: {', '.join(SHIPPED_FILTERS)})")
+    name, options = _filter(args.filter)
+    if name == "netfilter":
+        netfilter_policy(args.filter, options)      # a bad value is an error, also with no line to judge
     files = [Path(f) for f in args.logfile] or \
         [f for f in shipped.listing(shipped.SAMPLES) if f.name.startswith(name)]
     if not files:
         raise CliError(f"no sample logs for {name} in {shipped.data(shipped.SAMPLES)}")
     for f in args.logfile:
-        if not Path(f).is_file():
-            raise CliError(f"{f}: no such file")
-        if not os.access(f, os.R_OK):
-            raise CliError(f"{f}: permission denied")
+        readable_file(f)
     ensure_utc()
     totals = Counter()
     with tempfile.TemporaryDirectory(prefix="f2b-ext-") as tmp:
@@ -122,12 +120,11 @@ def cmd_test(args) -> int:
 
 def add_parser(sub) -> None:
     """The `test` command's arguments (sub: build_parser's subparsers)."""
-    t = sub.add_parser("test", help="run sample logs (or your own log) through the filter",
-                       description="Print the verdict and the reason for every line, then totals. "
-                                   "Sample files with failJSON comments are checked against their "
-                                   "expectations; the exit status is 1 if any check failed.")
+    t = command(sub, "test", cmd_test, help="run sample logs (or your own log) through the filter",
+                description="Print the verdict and the reason for every line, then totals. "
+                            "Sample files with failJSON comments are checked against their "
+                            "expectations; the exit status is 1 if any check failed.")
     t.add_argument("logfile", nargs="*", help="log files (default: the shipped samples)")
     t.add_argument("--filter", default="netfilter", metavar="SPEC",
                    help='filter and options as a jail writes them, e.g. "netfilter[direction=out]"')
     t.add_argument("-q", "--quiet", action="store_true", help="print only failures and totals")
-    t.set_defaults(func=cmd_test)

@@ -42,6 +42,7 @@ from typing import Iterable, Optional
 from f2b_ext.core.escalation import DAY, DEFAULT_BOGON_NETWORKS, HOST_PREFIX, HOUR, WEEK, Candidate, Escalator, HostBan, Ladder, Network, NetworkIndex, Safety, Schedule, first_overlap, parse_bogons, parse_networks
 from f2b_ext.errors import F2bExtError
 from f2b_ext.core.evidence import parse as parse_evidence
+from f2b_ext.core.schedule import duration
 
 SCHEMA = 1
 SUBJECT_PREFIX = "f2bx.bans."
@@ -66,6 +67,37 @@ FIELDS = {"v": int, "kind": str, "target": str, "evidence": str, "proto": (str, 
 
 class EventError(F2bExtError, ValueError):
     """A malformed or hostile event; the message is the reason it was refused."""
+
+
+# What `f2b-ext fleet create` makes on the bus: the stream and the two key-value buckets
+# (JetStream streams KV_<bucket>), with the settings it gives each. A second create finds
+# them and checks these settings; one that differs is an error, never a silent change.
+DUPLICATE_WINDOW = 120                   # seconds the stream drops a re-sent event id
+SETTING_NAMES = {"subjects": "subjects", "max_age": "ttl", "replicas": "replicas",
+                 "duplicate_window": "duplicate window", "history": "history"}
+
+
+def bus_layout(replicas: int, max_ban: float, forget: float) -> dict:
+    """{JetStream stream: {setting: value}}: max_age in seconds, 0 for none; the decisions
+    keep an ended decision as long as the schedule may still grow it (forget)."""
+    return {STREAM: {"subjects": (SUBJECT_PREFIX + ">",), "max_age": max_ban, "replicas": replicas,
+                     "duplicate_window": DUPLICATE_WINDOW},
+            "KV_" + PROTECTED_BUCKET: {"history": 1, "replicas": replicas, "max_age": 0},
+            "KV_" + DECISIONS_BUCKET: {"history": 1, "replicas": replicas, "max_age": max(max_ban, forget)}}
+
+
+def layout_conflicts(stream: str, wanted: dict, found: dict) -> list:
+    """How an existing stream's settings (`found`, as the server reports them) differ from
+    what `wanted` (bus_layout's) asks, one phrase each; [] when they agree."""
+    def shown(key, value):
+        if key in ("max_age", "duplicate_window"):
+            return "none" if not value else duration(value)
+        return " ".join(value) if key == "subjects" else str(value)
+    name = stream.removeprefix("KV_")
+    what = f"bucket {name}" if name != stream else f"stream {stream}"
+    return [f"{what} has {SETTING_NAMES[key]} {shown(key, found.get(key))}, this configuration asks "
+            f"{shown(key, value)}" for key, value in wanted.items()
+            if (tuple(found.get(key) or ()) if key == "subjects" else (found.get(key) or 0)) != value]
 
 
 def subject_for(server: str) -> str:

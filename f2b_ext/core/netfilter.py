@@ -94,9 +94,10 @@ DEFAULT_INSIDE_IFACES = (r"(?=[bcdfiklpvw])(?:docker[0-9]+|br-[0-9a-f]{12}|podma
                          r"cali[0-9a-f]+|cilium_\w+|lxc[0-9a-f]+|weave|kube-bridge|veth\w+)")
 NO_ADDRESSES = "(?!)"
 
-# The filter's [Init] parameters that Policy reads (the rest keep their defaults here).
+# The filter's [Init] parameters, which Policy reads (from_filter_options): all of
+# filter.d/netfilter.conf's [Init] (tests/test_report.py checks they are the same).
 POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
-                  "insideifaces", "insideaddrs")
+                  "insideifaces", "insideaddrs", "icmptypes", "icmp6types", "neverprotos")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
 # Default logprefix: any prefix (including none) without "=", at most the kernel's 127

@@ -5,12 +5,14 @@ the fleet jail with nftset + fleet inbox) and a fleet agent.
 
 How it works: a hub namespace holds a bridge; each server namespace has one veth to it
 with an address of 198.18.0.0/24 (benchmark range). Nothing else is reachable, and all
-traffic stays between these namespaces. Namespace names carry this process's pid; every
-namespace and process is removed on close(), also when setup failed half way.
+traffic stays between these namespaces. Namespace names carry this process's pid and
+the lab's number (f2b_ext.lab.netns' tag); every namespace and process is removed on
+close(), also when setup failed half way (LabScope).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -18,18 +20,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from f2b_ext.system import fleet_init as fleetinit, fleet_sets as fleetsets
+from f2b_ext.system import fleet_init, fleet_sets
 from f2b_ext.core import nftset
-from f2b_ext.lab.fail2ban_server import IMPORT_ROOT as PROJECT_DIR, Fail2banServer
-from f2b_ext.lab.netns import sh, until
+from f2b_ext.lab.fail2ban_server import IMPORT_ROOT, Fail2banServer
+from f2b_ext.lab.netns import Background, LabScope, new_tag, sh, until
 
 NAMES = ("a", "b", "c")
 FLEET_JAIL, LOCAL_JAIL = "f2b-ext-fleet", "local"
-REMOTE_SETS = fleetsets.NAME          # the agent's own sets: remote host bans
+REMOTE_SETS = fleet_sets.NAME          # the agent's own sets: remote host bans
 
 
 def jail_conf(name: str, spool: Path) -> str:
@@ -57,9 +58,10 @@ action = nftset.py[direction=in, checkinterval=0]
 """
 
 
-class FleetLab:
+class FleetLab(LabScope):
     def __init__(self, names=NAMES, agent_settings: dict | None = None, per_server: dict | None = None):
-        self.tag = f"f2bx{os.getpid()}"
+        super().__init__()
+        self.tag = f"f2bx{new_tag()}"
         self.names = list(names)
         self.addr = {n: f"198.18.0.{i + 1}" for i, n in enumerate(self.names)}
         self.ns = {n: f"{self.tag}-{n}" for n in self.names}
@@ -70,36 +72,22 @@ class FleetLab:
         self.f2b: dict = {}
         self.agent_settings = dict(agent_settings or {})
         self.per_server = dict(per_server or {})
-        self._made: list = []
         self._ready_before: dict = {}
 
     # -- setup --
-    def __enter__(self):
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def build(self):
-        sh("ip", "netns", "add", self.hub)
-        self._made.append(self.hub)
+        self.add_netns(self.hub)
         sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.hub, "link", "set", "br0", "up")
         for i, n in enumerate(self.names):
             ns = self.ns[n]
-            sh("ip", "netns", "add", ns)
-            self._made.append(ns)
+            self.add_netns(ns)
             sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p{i}", "netns", self.hub)
             sh("ip", "-n", self.hub, "link", "set", f"p{i}", "master", "br0", "up")
             sh("ip", "-n", ns, "addr", "add", f"{self.addr[n]}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        fleetinit.write(self.dir / "init", self.addr, str(self.dir / "store"))
+        fleet_init.write(self.dir / "init", self.addr, str(self.dir / "store"))
         for n in self.names:
             self.start_nats(n)
         self.wait_cluster()
@@ -157,7 +145,7 @@ class FleetLab:
 
     def start_agent(self, n: str):
         logf = open(self.dir / f"agent-{n}.log", "a")
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+        env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
         self.agents[n] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns[n], sys.executable, "-m", "f2b_ext", "fleet", "run",
              "--config", str(self.agent_conf(n))], stdout=logf, stderr=subprocess.STDOUT, env=env)
@@ -192,7 +180,7 @@ class FleetLab:
             return {}
 
     def fleet_cli(self, *args: str, ns: str | None = None) -> str:
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+        env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
         cmd = [sys.executable, "-m", "f2b_ext", "fleet", *args]
         if ns or self.names:
             cmd = ["ip", "netns", "exec", ns or self.ns[self.names[0]], *cmd]
@@ -319,9 +307,7 @@ class FleetLab:
         for n in list(self.nats):
             with contextlib.suppress(Exception):
                 self.kill_nats(n, signal.SIGTERM)
-        for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        self._made.clear()
+        self.remove_namespaces()
         if not os.environ.get("F2BX_KEEP_LAB"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -350,7 +336,7 @@ def f2bx_elements(ruleset_json: str) -> dict:
     return held
 
 
-class SetWatch:
+class SetWatch(Background):
     """When each network first appeared in some servers' kernels: one thread per server,
     inside its namespace, lists its f2b-ext sets with libnftables every `every` seconds;
     `first[n][network]` is the time.time() of the first listing that held it."""
@@ -358,18 +344,7 @@ class SetWatch:
     def __init__(self, lab: FleetLab, names, every: float = 0.005):
         self.lab, self.names, self.every = lab, list(names), every
         self.first: dict = {n: {} for n in self.names}
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._watch, args=(n,), daemon=True) for n in self.names]
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
+        super().__init__(*(functools.partial(self._watch, n) for n in self.names))
 
     def _watch(self, n: str):
         from nftables import Nftables
@@ -404,7 +379,7 @@ def _job(lab: FleetLab, n: str, spec: dict, conf: Path) -> dict:
     """Run a NATS job (publish, bus) in n's namespace with `conf`'s credentials; its answer."""
     src = lab.dir / f"job-{time.monotonic_ns()}.json"
     src.write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=str(PROJECT_DIR))
+    env = dict(os.environ, PYTHONPATH=str(IMPORT_ROOT))
     r = subprocess.run(["ip", "netns", "exec", lab.ns[n], sys.executable, "-m", "f2b_ext.lab.fleet",
                         str(conf), str(src)], capture_output=True, text=True, env=env, timeout=900)
     src.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from f2b_ext.core import ipset, nftset
 from f2b_ext import shipped
 from f2b_ext.core.escalation import ban_left
 from f2b_ext.lab.fail2ban_server import Fail2banServer
-from f2b_ext.lab.netns import SERVER_V4, SERVER_V6, Lab, LabError, until
+from f2b_ext.lab.netns import SERVER_V4, SERVER_V6, Background, Lab, LabError, LabScope, until
 
 # The seeds' rules (001: LOG then REJECT with tcp-reset; output logged, policy accept;
 # 000: ICMP accepted), with firewalld's FINAL_REJECT prefix on input. Port 443 out is
@@ -175,35 +175,29 @@ kern.*  {self.kern_log}
 
 
 @dataclass
-class LiveLab:
-    """The whole lab; use as a context manager. Everything it made goes on close."""
+class LiveLab(LabScope):
+    """The whole lab; use as a context manager. Everything it made goes on close, also
+    when its build fails half way (LabScope)."""
     settings: LiveSettings = field(default_factory=LiveSettings)
 
     def __post_init__(self):
+        super().__init__()
         self.lab = None
         self.rsyslog = None
         self.f2b = None
         self.work = None
 
-    def __enter__(self) -> "LiveLab":
+    def build(self):
         problems = environment_problems()
         if problems:
             raise LabError(f"the live lab {problems[0]}")
         self.work = Path(tempfile.mkdtemp(prefix="f2bx-live-"))
-        try:
-            self.lab = Lab().__enter__()
-            apply_firewall(self.lab, self.settings.firewall)
-            self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
-            if self.settings.fail2ban:
-                self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
-                self.f2b.start(jail="netfilter-out")
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self.lab = Lab().__enter__()
+        apply_firewall(self.lab, self.settings.firewall)
+        self.rsyslog = Rsyslog(self.work, (self.lab.server_if,))
+        if self.settings.fail2ban:
+            self.f2b = Fail2banServer(self.jails(), netns=self.lab.server, workdir=self.work / "fail2ban")
+            self.f2b.start(jail="netfilter-out")
 
     def jails(self) -> str:
         s = self.settings
@@ -288,14 +282,13 @@ def environment_problems() -> list[str]:
     return problems
 
 
-class Prober:
+class Prober(Background):
     """SYNs every `every` seconds, round robin from `sources` (banned hosts and members of
     banned prefixes) to the server's PROBE_PORT, and every answer the server sends any
     of them (RST, SYN-ACK, ICMP), seen on the wire at the remote end. `phase(name)`
     starts counting answers under a new name; `answers` maps phase -> [source, ...]."""
 
     def __init__(self, lab: Lab, sources: list[str], every: float = 0.005):
-        import threading
         from f2b_ext.lab.netns import in_netns, syn_frame
         self.lab, self.every = lab, every
         self.sources = {ipaddress.ip_address(s).packed: s for s in sources}
@@ -305,25 +298,20 @@ class Prober:
         self.answered_at: list[tuple[float, str]] = []     # (time.monotonic(), source) of every answer
         self.sent: dict[str, int] = {}
         self._phase = "start"
-        self._stop = threading.Event()
         import socket
         with in_netns(lab.remote):
             self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         self._tx.bind((lab.remote_if, 0))
         self._rx.bind((lab.remote_if, 0))           # 0: the protocol the socket was made with
-        self._threads = [threading.Thread(target=self._send, daemon=True), threading.Thread(target=self._receive, daemon=True)]
+        super().__init__(self._send, self._receive)
 
     def __enter__(self) -> "Prober":
         self.phase("start")
-        for t in self._threads:
-            t.start()
-        return self
+        return super().__enter__()
 
     def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
+        super().__exit__()
         self._tx.close()
         self._rx.close()
 

@@ -160,6 +160,26 @@ class Listener:
         self.thread.join(5)
 
 
+class Background:
+    """Threads that run while a block runs (a lab's watchers and probers): each target
+    in a daemon thread, started on entering; on leaving `_stop` is set and each is
+    joined (at most 5 s)."""
+
+    def __init__(self, *targets):
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=t, daemon=True) for t in targets]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+
 @dataclass
 class KernelRecord:
     uptime: float
@@ -226,32 +246,26 @@ class KernelLog:
 _labs = itertools.count(1)
 
 
-def _new_tag() -> str:
+def new_tag() -> str:
     """Unique per lab, also within one process: log lines are told apart by the
     interface names, and rsyslog's imklog replays older labs' lines."""
     return f"{os.getpid() % 100000}n{next(_labs)}"
 
 
-@dataclass
-class Lab:
-    """Two namespaces and a veth; use as a context manager."""
-    tag: str = field(default_factory=_new_tag)
-    sysctls: Sysctls = field(default_factory=Sysctls)
+class LabScope:
+    """What every lab shares (Lab, LiveLab, FleetLab): built on entering, closed on
+    leaving, and closed too when its build fails half way, before the error goes on, so
+    nothing a half-built lab made is left. `add_netns` makes a namespace and remembers
+    it; `remove_namespaces` deletes exactly those, last first (a namespace takes its
+    veths with it), never one the lab did not make. A lab defines `build` and, when it
+    holds more than namespaces, `close`."""
 
-    def __post_init__(self):
-        self.server = f"f2bx{self.tag}s"
-        self.remote = f"f2bx{self.tag}r"
-        self.server_if = f"f2bx{self.tag}a"
-        self.remote_if = f"f2bx{self.tag}b"
-        self.server_mac = self.remote_mac = ""
-        self._made: list[str] = []      # namespaces this lab created (close removes exactly these)
+    def __init__(self):
+        self._made: list[str] = []
 
-    # -- lifecycle --
-    def __enter__(self) -> "Lab":
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root (network namespaces, netfilter)")
+    def __enter__(self):
         try:
-            self._build()
+            self.build()
         except BaseException:
             self.close()
             raise
@@ -260,11 +274,41 @@ class Lab:
     def __exit__(self, *exc):
         self.close()
 
-    def _build(self):
+    def build(self):
+        raise NotImplementedError
+
+    def close(self):
+        self.remove_namespaces()
+
+    def add_netns(self, name: str):
+        sh("ip", "netns", "add", name)
+        self._made.append(name)
+
+    def remove_namespaces(self):
+        while self._made:
+            sh("ip", "netns", "del", self._made.pop(), check=False)
+
+
+@dataclass
+class Lab(LabScope):
+    """Two namespaces and a veth; use as a context manager."""
+    tag: str = field(default_factory=new_tag)
+    sysctls: Sysctls = field(default_factory=Sysctls)
+
+    def __post_init__(self):
+        super().__init__()
+        self.server = f"f2bx{self.tag}s"
+        self.remote = f"f2bx{self.tag}r"
+        self.server_if = f"f2bx{self.tag}a"
+        self.remote_if = f"f2bx{self.tag}b"
+        self.server_mac = self.remote_mac = ""
+
+    def build(self):
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, netfilter)")
         self.sysctls.set(NF_LOG_ALL_NETNS, "1")
         for ns in (self.server, self.remote):
-            sh("ip", "netns", "add", ns)
-            self._made.append(ns)
+            self.add_netns(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "link", "add", self.server_if, "netns", self.server, "type", "veth",
            "peer", "name", self.remote_if, "netns", self.remote)
@@ -285,8 +329,7 @@ class Lab:
         self.remote_mac = self._mac(self.remote, self.remote_if)
 
     def close(self):
-        while self._made:
-            sh("ip", "netns", "del", self._made.pop(), check=False)
+        self.remove_namespaces()
         self.sysctls.restore()
 
     @staticmethod

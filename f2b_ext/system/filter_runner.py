@@ -61,6 +61,18 @@ def config_dir(target: Path) -> Path:
     return target
 
 
+def stock_init_options(name: str) -> dict:
+    """{option: value} of the shipped filter `name`'s own [Init], as fail2ban's reader
+    reads it with no jail and no .local: what a jail gets when it changes nothing."""
+    import tempfile
+    FilterReader, _ = _import_fail2ban()
+    with tempfile.TemporaryDirectory(prefix="f2b-ext-stock-") as tmp:
+        reader = FilterReader(name, "stock", {}, basedir=str(config_dir(Path(tmp))))
+        if not reader.read():
+            raise FileNotFoundError(f"filter {name!r} is not shipped")
+        return {opt: reader.get("Init", opt) for opt in reader.options("Init")} if reader.has_section("Init") else {}
+
+
 @dataclass
 class Match:
     ip: str                 # the address fail2ban would ban, normalised

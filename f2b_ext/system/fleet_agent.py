@@ -52,7 +52,9 @@ from pathlib import Path
 from f2b_ext.core import fleet, setsync
 from f2b_ext.core.escalation import DEFAULT_FORGED_SCHEDULE, DEFAULT_FORGET, DEFAULT_SCHEDULE, Escalator, Ladder, Safety, Schedule, parse_duration
 from f2b_ext.core.fleet import DECISIONS_BUCKET, PROTECTED_BUCKET, STREAM, EventError, FleetDecision, FleetEscalator, Policy, RateLimit, Receiver, parse_event, subject_for
-from f2b_ext.system.fleet_ledger import LedgerStore, default_path as default_ledger
+from f2b_ext.errors import F2bExtError
+from f2b_ext.system import fleet_ledger
+from f2b_ext.system.fleet_ledger import LedgerStore
 from f2b_ext.system.fleet_spool import DEFAULT_SPOOL, Spool
 
 log = logging.getLogger("f2b-ext-fleet")
@@ -119,6 +121,11 @@ class LocalDependencies:
         return always + peers[:max(0, PUBLISHED_MAX - len(always))]
 
 
+# options of [fleet] that an earlier version read: now an error that says what replaced them
+DROPPED = {"fleet_bantime": "fleet escalations follow `schedule` now (its first step is the first fleet ban, "
+                            "later ones grow); remove fleet_bantime, or set schedule = <that time>"}
+
+
 @dataclass
 class AgentConfig:
     server: str
@@ -158,26 +165,40 @@ class AgentConfig:
 
     @classmethod
     def read(cls, path: str, **override) -> "AgentConfig":
+        """The [fleet] section of `path`. An option the agent does not know is an error
+        (a typo would otherwise leave a setting at its default unseen), and so is one a
+        former version knew (DROPPED: the error names what replaced it): the agent is its
+        own unit, so refusing to start stops no jail, and fail2ban keeps banning and
+        spooling until the option is fixed."""
         cp = configparser.ConfigParser(interpolation=None)
         if not cp.read(path):
             raise fleet.EventError(f"{path}: cannot read the fleet configuration")
         s = dict(cp["fleet"]) if cp.has_section("fleet") else {}
         s.update({k: v for k, v in override.items() if v is not None})
+        for name in s:
+            if name in DROPPED:
+                raise fleet.EventError(f"{path}: {name} was dropped: {DROPPED[name]}")
+            if name not in cls.__annotations__:
+                raise fleet.EventError(f"{path}: unknown option {name!r} in [fleet]")
         kw = {}
         for name, typ in cls.__annotations__.items():
             if name not in s:
                 continue
             value = s[name]
-            if name in ("nats", "protect", "peers"):
-                kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-            elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
-                kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
-            elif typ in ("int", int):
-                kw[name] = int(value)
-            elif typ in ("float", float):
-                kw[name] = float(value)
-            else:
-                kw[name] = value
+            try:
+                if name in ("nats", "protect", "peers"):
+                    kw[name] = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+                elif name in ("single_cap", "forged_cap", "max_ban", "quarantine", "window", "forget", "refresh"):
+                    kw[name] = float(parse_duration(value, name)) if isinstance(value, str) else float(value)
+                elif typ in ("int", int):
+                    kw[name] = int(value)
+                elif typ in ("float", float):
+                    kw[name] = float(value)
+                else:
+                    kw[name] = value
+            except ValueError as exc:        # a duration's own message, else the number's
+                what = str(exc) if isinstance(exc, F2bExtError) else f"{name}: {value!r} is not a number"
+                raise fleet.EventError(f"{path}: {what}") from None
         if "server" not in kw or "nats" not in kw:
             raise fleet.EventError(f"{path}: [fleet] needs server and nats")
         if kw.get("remote", "kernel") not in ("kernel", "fail2ban"):
@@ -239,7 +260,7 @@ class Agent:
         # before any event is decided: what this server depends on is protected here
         self.mine = self.dependencies.gather(time.time()) if inbox is not False else []
         self.receiver.set_local(self.mine)
-        self.store = LedgerStore(cfg.ledger or default_ledger(cfg.spool)) if inbox is not False else None
+        self.store = LedgerStore(cfg.ledger or fleet_ledger.default_path(cfg.spool)) if inbox is not False else None
         if self.store:
             self.store.load(self.receiver.ledger, time.time())
         self.sets = None
@@ -287,17 +308,38 @@ class Agent:
                 await asyncio.sleep(1)
         self.js = self.nc.jetstream(timeout=5)
 
-    async def ensure_streams(self):
-        """Create the stream and buckets if missing (admin credentials; servers' own
-        credentials may not be allowed to)."""
+    async def ensure_streams(self) -> list[str]:
+        """Create the stream and buckets that are missing (admin credentials; servers' own
+        credentials may not be allowed to) and return their names. One that exists must
+        have the settings this configuration gives it (fleet.bus_layout); if any differs,
+        nothing is created and the error names every difference: a second create is
+        harmless, a conflicting one changes nothing."""
         from nats.js.api import StreamConfig
-        await self.js.add_stream(StreamConfig(name=STREAM, subjects=[fleet.SUBJECT_PREFIX + ">"],
-                                              max_age=self.cfg.max_ban, num_replicas=self.cfg.replicas,
-                                              duplicate_window=120))
-        for bucket in (PROTECTED_BUCKET, DECISIONS_BUCKET):
-            await self.js.create_key_value(bucket=bucket, history=1, replicas=self.cfg.replicas,
-                                           ttl=None if bucket == PROTECTED_BUCKET else
-                                           max(self.cfg.max_ban, self.cfg.forget))   # history for the schedule
+        from nats.js.errors import NotFoundError
+        layout = fleet.bus_layout(self.cfg.replicas, self.cfg.max_ban, self.cfg.forget)
+        missing, conflicts = [], []
+        for stream, wanted in layout.items():
+            try:
+                c = (await self.js.stream_info(stream)).config
+            except NotFoundError:
+                missing.append(stream)
+                continue
+            found = {"subjects": c.subjects, "max_age": c.max_age, "replicas": c.num_replicas or 1,
+                     "duplicate_window": c.duplicate_window, "history": c.max_msgs_per_subject}
+            conflicts += fleet.layout_conflicts(stream, wanted, found)
+        if conflicts:
+            raise EventError("the fleet's stream or buckets exist with other settings: " + "; ".join(conflicts)
+                             + " (use a configuration that matches them)")
+        for stream in missing:
+            wanted = layout[stream]
+            if stream == STREAM:
+                await self.js.add_stream(StreamConfig(name=STREAM, subjects=list(wanted["subjects"]),
+                                                      max_age=wanted["max_age"], num_replicas=wanted["replicas"],
+                                                      duplicate_window=wanted["duplicate_window"]))
+            else:
+                await self.js.create_key_value(bucket=stream.removeprefix("KV_"), history=wanted["history"],
+                                               replicas=wanted["replicas"], ttl=wanted["max_age"] or None)
+        return missing
 
     async def run(self):
         if self.sets:
@@ -626,16 +668,21 @@ class Agent:
             await asyncio.sleep(1)
 
 
-def create_streams(cfg: AgentConfig):
-    """Create the stream and buckets (idempotent), with the administrator's credential."""
+def create_streams(cfg: AgentConfig) -> list[str]:
+    """Create the stream and buckets that are missing, with the administrator's
+    credential; the names of those it created (Agent.ensure_streams)."""
+    # asyncio's notice as TLS closes ("returning true from eof_received() ...") is no
+    # line for the person who ran the command
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+
     async def main():
         agent = Agent(cfg, inbox=False)
         await agent.connect(retry=False)
         try:
-            await agent.ensure_streams()
+            return await agent.ensure_streams()
         finally:
             await agent.nc.close()
-    asyncio.run(main())
+    return asyncio.run(main())
 
 
 def run(cfg: AgentConfig):

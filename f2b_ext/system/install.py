@@ -28,7 +28,7 @@ from pathlib import Path
 
 from f2b_ext import __version__ as VERSION
 from f2b_ext.core import install as plan
-from f2b_ext import shipped as data
+from f2b_ext import shipped
 from f2b_ext.errors import F2bExtError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent           # f2b_ext/, above system/
@@ -142,21 +142,21 @@ class Installer:
         backend, why = plan.choose_backend(self.has_rsyslog(), self.has_journal())
         files: dict[str, bytes] = {}
         try:
-            for sub in data.FAIL2BAN_DIRS:
-                for src in data.listing(sub, (".conf", ".py")):
+            for sub in shipped.FAIL2BAN_DIRS:
+                for src in shipped.listing(sub, (".conf", ".py")):
                     content = src.read_bytes()
-                    if sub == data.JAILS:
+                    if sub == shipped.JAILS:
                         content = plan.render_jail(content.decode(), backend).encode()
                     files[f"{plan.FAIL2BAN_DIR}/{sub}/{src.name}"] = content
             if self.has_rsyslog():
-                files[plan.RSYSLOG_RULE] = data.data(*data.RSYSLOG_RULE).read_bytes()
+                files[plan.RSYSLOG_RULE] = shipped.data(*shipped.RSYSLOG_RULE).read_bytes()
                 if (self.root / "etc/logrotate.d").is_dir():
-                    rotate = data.data(*data.LOGROTATE_FILE).read_text()
+                    rotate = shipped.data(*shipped.LOGROTATE_FILE).read_text()
                     files[plan.LOGROTATE_FILE] = plan.render_unit(rotate, self.python).encode()
             if (self.root / "etc/systemd").is_dir():
-                unit = data.data(*data.SYNWATCH_UNIT).read_text()
+                unit = shipped.data(*shipped.SYNWATCH_UNIT).read_text()
                 files[plan.SYNWATCH_UNIT] = plan.render_unit(unit, self.python).encode()
-        except data.DataMissing as exc:
+        except shipped.DataMissing as exc:
             raise InstallError(str(exc)) from None
         if self.package_note:
             return files, why
