@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 
 from f2b_ext.core import ipset
-from f2b_ext.core import nftevents as core_nftevents
+from f2b_ext.core import nftevents
 from f2b_ext.plugins.set_action import BackendError, SetAction
 
 
@@ -28,12 +28,12 @@ class IpsetNetAction(SetAction):
             return 1, str(exc)
         return proc.returncode, proc.stderr.strip()
 
-    def _event_scope(self) -> core_nftevents.Scope:
+    def _event_scope(self) -> nftevents.Scope:
         """iptables-nft keeps its rules in nf_tables tables `ip filter` / `ip6 filter`: a
         deleted rule or a flushed chain there is heard (iptables-legacy and `ipset flush`
         send nothing: those wait for the watchdog)."""
-        tables = frozenset((core_nftevents.NFPROTO[fam], "filter") for fam in ("ip", "ip6"))
-        return core_nftevents.Scope(tables, lambda chain: chain in {c for c, _ in ipset.CHAINS[self.direction]})
+        tables = frozenset((nftevents.NFPROTO[fam], "filter") for fam in ("ip", "ip6"))
+        return nftevents.Scope(tables, lambda chain: chain in {c for c, _ in ipset.CHAINS[self.direction]})
 
     def _rules(self):
         return ipset.rules(self._jailname, self.direction, self.blocktype)

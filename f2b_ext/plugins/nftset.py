@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from f2b_ext.core import nftevents as core_nftevents
+from f2b_ext.core import nftevents
 from f2b_ext.core import nftset
 from f2b_ext.plugins.set_action import BackendError, SetAction
 from f2b_ext.system.libnftables import LIBNFTABLES
@@ -43,7 +43,7 @@ class NftSetAction(SetAction):
             rc, out, err = self._nft[output].cmd(script)
         return rc, out, err.strip()
 
-    def _event_scope(self) -> core_nftevents.Scope:
+    def _event_scope(self) -> nftevents.Scope:
         """The suite's table; in it the jail's own chains and sets (by their current names)."""
         key = nftset.jail_key(self._jailname)
 
@@ -51,7 +51,7 @@ class NftSetAction(SetAction):
             return (name in self._set_names() or nftset.is_prefix_set_of(self._jailname, name)
                     or name in {f"{key}_{hook}" for hook, _ in nftset.HOOKS[self.direction]})
         family, table = nftset.TABLE.split()
-        return core_nftevents.Scope(frozenset({(core_nftevents.NFPROTO[family], table)}), own)
+        return nftevents.Scope(frozenset({(nftevents.NFPROTO[family], table)}), own)
 
     def _set_names(self) -> set[str]:
         return {f"{nftset.jail_key(self._jailname)}_h{f}" for f in (4, 6)} | self._prefix_sets

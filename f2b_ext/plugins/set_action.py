@@ -51,11 +51,11 @@ import time
 from fail2ban.server.action import ActionBase
 from fail2ban.server.mytime import MyTime
 
-from f2b_ext.core import nftevents as core_nftevents
+from f2b_ext.core import nftevents
 from f2b_ext.core import setsync
 from f2b_ext.core.setsync import remaining  # noqa: F401  (kept for importers)
 from f2b_ext.errors import F2bExtError
-from f2b_ext.system import nftevents as nftevents_system
+from f2b_ext.system.nftevents import EventWatch, open_socket, thread_ids_comparable
 
 
 # seconds a thread that wrote to the kernel counts as this action's own (NEWGEN names the
@@ -185,14 +185,14 @@ class SetAction(ActionBase):
             if scope is None:
                 return
             try:
-                sock = nftevents_system.open_socket()
+                sock = open_socket()
             except OSError as exc:
                 self._logSys.warning("%s: cannot listen to nftables events (%s); repairs wait for the next check"
                                      " (every %g s)", self.BACKEND, exc, self._checkinterval)
                 return
-            ours = self._wrote_recently if nftevents_system.thread_ids_comparable() else (lambda tid: False)
-            self._events = nftevents_system.EventWatch(
-                sock, core_nftevents.Transactions(scope, ours), self._event_check, self._logSys,
+            ours = self._wrote_recently if thread_ids_comparable() else (lambda tid: False)
+            self._events = EventWatch(
+                sock, nftevents.Transactions(scope, ours), self._event_check, self._logSys,
                 name=f"f2b-{self.BACKEND}-events-{self._jailname}").start()
 
     def _stop_watching(self):
