@@ -211,11 +211,11 @@ def test_an_overrun_leads_to_a_compare_not_a_crash(lab_nft, monkeypatch, caplog)
 
 
 def test_without_the_socket_one_line_and_the_interval_remains(lab_nft, monkeypatch, caplog):
-    from f2b_ext.system import nftevents
+    from f2b_ext.plugins import set_action
 
     def refused():
         raise PermissionError(1, "Operation not permitted")
-    monkeypatch.setattr(nftevents, "open_socket", refused)
+    monkeypatch.setattr(set_action, "open_socket", refused)       # where the action looks it up
     lab, in_netns = lab_nft
     caplog.set_level(logging.INFO)
     jail = banned_jail("fall")

@@ -45,8 +45,8 @@ def test_a_flushed_set_is_refilled_and_a_stray_element_removed_by_the_watchdog(l
     compares elements, not only that the set exists, and logs what it fixed. (The
     nftables event listener, which would repair the flush sooner, is kept out: this is
     the watchdog's test; tests/test_nftevents_live.py is the listener's.)"""
-    from f2b_ext.system import nftevents
-    monkeypatch.setattr(nftevents, "open_socket", lambda: (_ for _ in ()).throw(OSError("kept out by the test")))
+    from f2b_ext.plugins import set_action
+    monkeypatch.setattr(set_action, "open_socket", lambda: (_ for _ in ()).throw(OSError("kept out by the test")))
     lab, in_netns = lab_nft
     jail = FakeJail("inv")
     for ip in ("198.51.100.9", "198.51.100.10", "203.0.113.0/24"):
