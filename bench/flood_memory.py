@@ -31,8 +31,9 @@ first line in the log to the first knock the kernel dropped for good (the knock 
 last answered one), resolution 20 ms; a scanner still answered 15 s after its first line
 counts as not dropped.
 
-Every `--sample` seconds: the fail2ban-server's VmRSS (/proc/PID/status) and the jail's
-"Currently failed" (`fail2ban-client status`). A server whose RSS passes --max-rss-mb is
+Every `--sample` seconds: the fail2ban-server's VmRSS (/proc/PID/status), its CPU time
+(/proc/PID/stat: the summary's CPU share is CPU seconds per second of the run, 1.0 = one
+core) and the jail's "Currently failed" (`fail2ban-client status`). A server whose RSS passes --max-rss-mb is
 stopped (the run goes on with the other). Writes a JSON of all samples and latencies
 (--json) and prints the summary table of BENCHMARKS.md.
 """
@@ -66,7 +67,7 @@ usedns = no
 
 [f2b-ext-inbound]
 enabled = true
-backend = pyinotify
+backend = {backend}
 logpath = {{log}}
 ignoreip = 127.0.0.1/8 ::1 {server_v4} {server_v6}
 {extra}"""
@@ -103,13 +104,13 @@ def uptime() -> str:
 class Run:
     """One lab, one fail2ban-server, its log, its scanner."""
 
-    def __init__(self, name: str, extra: str, work: Path):
+    def __init__(self, name: str, extra: str, work: Path, backend: str = "pyinotify"):
         self.name = name
         self.lab = Lab(sysctls=NoLogAllNetns()).__enter__()
         self.f2b = None
         try:
             apply_firewall(self.lab, "nft")
-            local = LOCAL.format(server_v4=SERVER_V4, server_v6=SERVER_V6, extra=extra)
+            local = LOCAL.format(server_v4=SERVER_V4, server_v6=SERVER_V6, extra=extra, backend=backend)
             self.f2b = Fail2banServer(local, netns=self.lab.server, workdir=work / name)
             self.f2b.start(jail=JAIL, timeout=60)
         except BaseException:
@@ -123,8 +124,10 @@ class Run:
         self.mac6 = ":".join(mac + ["86", "dd"])
         self.samples: list[dict] = []
         self.latencies: list[float | None] = []
+        self.scanned_at: list[float] = []      # when each scanner's first line was written (monotonic)
         self.stopped_at: float | None = None
         self.scanned = 0
+        self.started = 0.0
 
     def write(self, lines: list[str]):
         with self.lock:
@@ -142,6 +145,14 @@ class Run:
         return (f"{stamp()} lab kernel: {uptime()} FINAL_REJECT: IN={self.lab.server_if} OUT= MAC={self.mac4} "
                 f"SRC={src} DST={SERVER_V4} LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID={ident} DF PROTO=TCP "
                 f"SPT={sport} DPT={dport} WINDOW=64240 RES=0x00 SYN URGP=0 \n")
+
+    def cpu_s(self) -> float | None:
+        """The server's CPU seconds so far (user + system, /proc/PID/stat)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int | None:
         try:
@@ -242,6 +253,7 @@ def scanner(run: Run, every: float, stop: threading.Event):
             if stop.is_set():
                 break                   # cut short by the end of the run: not counted
             last = max((i for i, (s, _) in enumerate(knocks) if (src.packed, s) in answered), default=-1)
+            run.scanned_at.append(first)
             if last == len(knocks) - 1:
                 run.latencies.append(None)
             else:
@@ -261,7 +273,7 @@ def sampler(runs: list[Run], every: float, stop: threading.Event, start: float, 
             rss = run.rss_kb()
             held, total = run.failed()
             run.samples.append({"t": round(t, 1), "rss_kb": rss, "failed": held, "total_failed": total,
-                                "lines": counts["flood"], "load1": os.getloadavg()[0]})
+                                "lines": counts["flood"], "load1": os.getloadavg()[0], "cpu_s": run.cpu_s()})
             if rss is not None and rss > max_rss_kb:
                 run.stopped_at = t
                 run.stop_server()
@@ -279,7 +291,7 @@ def summary(runs: list[Run], minutes: float, rate: int) -> str:
     marks = [m for m in (0, 1, 5, 10) if m <= minutes] + ([minutes] if minutes not in (0, 1, 5, 10) else [])
     head = "| jail | " + " | ".join(f"RSS MB at {m:g} min" for m in marks) + \
         " | max RSS MB | failing addresses held at end | most lines read behind | scanners | dropped" \
-        " | latency p50 s | p99 s | max s |"
+        " | latency p50 s | p99 s | max s | CPU share |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     loads = [s["load1"] for run in runs for s in run.samples if "load1" in s]
     for run in runs:
@@ -291,9 +303,26 @@ def summary(runs: list[Run], minutes: float, rate: int) -> str:
         stopped = f" (stopped at {run.stopped_at / 60:.1f} min)" if run.stopped_at else ""
         behind = max((s["lines"] - s["total_failed"] for s in run.samples if s.get("total_failed") is not None),
                      default=0)
+        cpu = [(s["t"], s["cpu_s"]) for s in run.samples if s.get("cpu_s") is not None]
+        share = f"{(cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0]):.2f}" if len(cpu) > 1 and cpu[-1][0] > cpu[0][0] else "-"
         lines.append(f"| {run.name}{stopped} | " + " | ".join(rss_at(run, m) for m in marks) +
                      f" | {top:.0f} | {held:,} | {behind:,} | {len(run.latencies)} | {len(got)} | "
-                     f"{statistics.median(got) if got else float('nan'):.2f} | {p(0.99)} | {max(got) if got else float('nan'):.2f} |")
+                     f"{statistics.median(got) if got else float('nan'):.2f} | {p(0.99)} | {max(got) if got else float('nan'):.2f} | "
+                     f"{share} |")
+    for run in runs:        # each half of the run on its own: how latency followed the load
+        for name, lo, hi in (("first half", 0, minutes * 30), ("second half", minutes * 30, minutes * 60)):
+            got = [x for x, t in zip(run.latencies, run.scanned_at) if lo <= t - run.started < hi]
+            ok = sorted(x for x in got if x is not None)
+            ss = [s for s in run.samples if lo <= s["t"] < hi]
+            load = [s["load1"] for s in ss]
+            behind = max((s["lines"] - s["total_failed"] for s in ss if s.get("total_failed") is not None), default=0)
+            if got:
+                lines.append(f"{run.name}, {name}: {len(ok)} of {len(got)} dropped within {NOT_DROPPED_AFTER:g} s, "
+                             f"p50 {statistics.median(ok) if ok else float('nan'):.2f} s, "
+                             f"p99 {ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else float('nan'):.2f} s, "
+                             f"max {max(ok) if ok else float('nan'):.2f} s; most lines behind {behind:,}; "
+                             f"load median {statistics.median(load) if load else float('nan'):.1f}, "
+                             f"max {max(load) if load else float('nan'):.1f}")
     if loads:
         lines.append(f"\nmachine load (1 min) during the run: median {statistics.median(loads):.1f}, max {max(loads):.1f} "
                      f"on {os.cpu_count()} cores")
@@ -321,6 +350,8 @@ def main(argv=None) -> int:
             runs.append(Run(name, CONFIGS[name], work))
         counts = {"flood": 0}
         start = time.monotonic()
+        for run in runs:
+            run.started = start
         threads = [threading.Thread(target=flood, args=(runs, args.rate, stop, counts), daemon=True),
                    threading.Thread(target=sampler, args=(runs, args.sample, stop, start, args.max_rss_mb * 1024, counts),
                                     daemon=True)]
@@ -342,6 +373,7 @@ def main(argv=None) -> int:
         print(summary(runs, args.minutes, args.rate))
         if args.json:
             args.json.write_text(json.dumps({r.name: {"samples": r.samples, "latencies": r.latencies,
+                                                      "scanned_at": [t - start for t in r.scanned_at],
                                                       "stopped_at": r.stopped_at} for r in runs}, indent=1))
     finally:
         stop.set()
