@@ -13,7 +13,9 @@ jail.d/f2b-ext.conf and `nftset` (jail.local enables [f2b-ext-inbound] and point
 this run's log; ignoreself/usedns off, as the lab has no resolver). Only the memory
 setting differs: `shipped` runs the jail as shipped, `naive` sets findtime = 10m back
 (fail2ban's default, and the jail's before; maxmatches is fail2ban's default in both:
-it does not bound a one-line ticket).
+it does not bound a one-line ticket). Not run by default: `--only before` is the shipped
+jail without found-limit.py (as shipped before it: a "Found" log line per flood line),
+to compare latency and CPU with `--only shipped --only before` in one run.
 
 Which lines are real: the flood's lines are written to each jail's log by this script,
 `--rate` lines a second in batches every 0.1 s, in the kernel's format (nf_log_syslog's
@@ -76,7 +78,12 @@ CONFIGS = {
     # fail2ban's own default findtime (jail.conf), as the jail shipped before; maxmatches
     # is fail2ban's default (= maxretry) in both
     "naive": "findtime = 10m\n",
+    # not run by default (--only before): the jail as shipped before found-limit.py, with
+    # a "Found" line in fail2ban's log for every flood line
+    "before": ("action = %(banaction_f2b_ext)s[direction=in]\n"
+               "    subnet-escalate.py[hosts=5, nets=3, window=1h, forgedschedule=30m, maxrate=10/1h, maxheld=64]\n"),
 }
+DEFAULT_CONFIGS = ("shipped", "naive")
 SCAN_PORTS = (23, 25, 80)
 KNOCK_PORT = 22
 NOT_DROPPED_AFTER = 15.0
@@ -128,6 +135,7 @@ class Run:
         self.stopped_at: float | None = None
         self.scanned = 0
         self.started = 0.0
+        self.scan_lines = 0                     # the scanners' lines written (they count as failures too)
 
     def write(self, lines: list[str]):
         with self.lock:
@@ -237,6 +245,7 @@ def scanner(run: Run, every: float, stop: threading.Event):
                 sport = 40000 + k
                 tx.send(syn_frame(run.lab.remote_mac, run.lab.server_mac, src, port, sport, seq=n * 100 + k))
                 run.write([run.scan_line(str(src), sport, port, n * 100 + k)])
+                run.scan_lines += 1
                 first = first or time.monotonic()
                 time.sleep(0.05)
             knocks: list[tuple[int, float]] = []
@@ -273,7 +282,7 @@ def sampler(runs: list[Run], every: float, stop: threading.Event, start: float, 
             rss = run.rss_kb()
             held, total = run.failed()
             run.samples.append({"t": round(t, 1), "rss_kb": rss, "failed": held, "total_failed": total,
-                                "lines": counts["flood"], "load1": os.getloadavg()[0], "cpu_s": run.cpu_s()})
+                                "lines": counts["flood"] + run.scan_lines, "load1": os.getloadavg()[0], "cpu_s": run.cpu_s()})
             if rss is not None and rss > max_rss_kb:
                 run.stopped_at = t
                 run.stop_server()
@@ -346,7 +355,7 @@ def main(argv=None) -> int:
     runs: list[Run] = []
     stop = threading.Event()
     try:
-        for name in args.only or CONFIGS:
+        for name in args.only or DEFAULT_CONFIGS:
             runs.append(Run(name, CONFIGS[name], work))
         counts = {"flood": 0}
         start = time.monotonic()
@@ -366,7 +375,7 @@ def main(argv=None) -> int:
             if run.stopped_at is None:
                 held, total = run.failed()
                 run.samples.append({"t": round(time.monotonic() - start, 1), "rss_kb": run.rss_kb(),
-                                    "failed": held, "total_failed": total, "lines": counts["flood"],
+                                    "failed": held, "total_failed": total, "lines": counts["flood"] + run.scan_lines,
                                     "load1": os.getloadavg()[0]})
         print(f"{counts['flood']:,} flood lines in {args.minutes:g} min ({args.rate}/s target), "
               f"a scanner every {args.scan_every:g} s")
