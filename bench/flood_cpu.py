@@ -65,7 +65,7 @@ VARIANTS = {          # name: (jail extra, backend, loglevel)
 TICK = os.sysconf("SC_CLK_TCK")
 # where the time goes, by the function a py-spy sample passes through (inclusive)
 STAGES = (
-    ("read the file (FileFilter.getFailures minus processLineAndAdd)", r"FileFilter\.getFailures "),
+    ("filter thread: FileFilter.getFailures (reading and all per-line work)", r"FileFilter\.getFailures "),
     ("processLineAndAdd (all per-line work in the filter thread)", r"Filter\.processLineAndAdd "),
     ("  processLine: date detection", r"DateDetector\.getTime "),
     ("  findFailure: failregex", r"Filter\.findFailure "),
