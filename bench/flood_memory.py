@@ -13,7 +13,9 @@ jail.d/f2b-ext.conf and `nftset` (jail.local enables [f2b-ext-inbound] and point
 this run's log; ignoreself/usedns off, as the lab has no resolver). Only the memory
 setting differs: `shipped` runs the jail as shipped, `naive` sets findtime = 10m back
 (fail2ban's default, and the jail's before; maxmatches is fail2ban's default in both:
-it does not bound a one-line ticket).
+it does not bound a one-line ticket). Not run by default: `--only before` is the shipped
+jail without found-limit.py (as shipped before it: a "Found" log line per flood line),
+to compare latency and CPU with `--only shipped --only before` in one run.
 
 Which lines are real: the flood's lines are written to each jail's log by this script,
 `--rate` lines a second in batches every 0.1 s, in the kernel's format (nf_log_syslog's
@@ -31,8 +33,9 @@ first line in the log to the first knock the kernel dropped for good (the knock 
 last answered one), resolution 20 ms; a scanner still answered 15 s after its first line
 counts as not dropped.
 
-Every `--sample` seconds: the fail2ban-server's VmRSS (/proc/PID/status) and the jail's
-"Currently failed" (`fail2ban-client status`). A server whose RSS passes --max-rss-mb is
+Every `--sample` seconds: the fail2ban-server's VmRSS (/proc/PID/status), its CPU time
+(/proc/PID/stat: the summary's CPU share is CPU seconds per second of the run, 1.0 = one
+core) and the jail's "Currently failed" (`fail2ban-client status`). A server whose RSS passes --max-rss-mb is
 stopped (the run goes on with the other). Writes a JSON of all samples and latencies
 (--json) and prints the summary table of BENCHMARKS.md.
 """
@@ -66,7 +69,7 @@ usedns = no
 
 [f2b-ext-inbound]
 enabled = true
-backend = pyinotify
+backend = {backend}
 logpath = {{log}}
 ignoreip = 127.0.0.1/8 ::1 {server_v4} {server_v6}
 {extra}"""
@@ -75,7 +78,12 @@ CONFIGS = {
     # fail2ban's own default findtime (jail.conf), as the jail shipped before; maxmatches
     # is fail2ban's default (= maxretry) in both
     "naive": "findtime = 10m\n",
+    # not run by default (--only before): the jail as shipped before found-limit.py, with
+    # a "Found" line in fail2ban's log for every flood line
+    "before": ("action = %(banaction_f2b_ext)s[direction=in]\n"
+               "    subnet-escalate.py[hosts=5, nets=3, window=1h, forgedschedule=30m, maxrate=10/1h, maxheld=64]\n"),
 }
+DEFAULT_CONFIGS = ("shipped", "naive")
 SCAN_PORTS = (23, 25, 80)
 KNOCK_PORT = 22
 NOT_DROPPED_AFTER = 15.0
@@ -103,13 +111,13 @@ def uptime() -> str:
 class Run:
     """One lab, one fail2ban-server, its log, its scanner."""
 
-    def __init__(self, name: str, extra: str, work: Path):
+    def __init__(self, name: str, extra: str, work: Path, backend: str = "pyinotify"):
         self.name = name
         self.lab = Lab(sysctls=NoLogAllNetns()).__enter__()
         self.f2b = None
         try:
             apply_firewall(self.lab, "nft")
-            local = LOCAL.format(server_v4=SERVER_V4, server_v6=SERVER_V6, extra=extra)
+            local = LOCAL.format(server_v4=SERVER_V4, server_v6=SERVER_V6, extra=extra, backend=backend)
             self.f2b = Fail2banServer(local, netns=self.lab.server, workdir=work / name)
             self.f2b.start(jail=JAIL, timeout=60)
         except BaseException:
@@ -123,8 +131,11 @@ class Run:
         self.mac6 = ":".join(mac + ["86", "dd"])
         self.samples: list[dict] = []
         self.latencies: list[float | None] = []
+        self.scanned_at: list[float] = []      # when each scanner's first line was written (monotonic)
         self.stopped_at: float | None = None
         self.scanned = 0
+        self.started = 0.0
+        self.scan_lines = 0                     # the scanners' lines written (they count as failures too)
 
     def write(self, lines: list[str]):
         with self.lock:
@@ -142,6 +153,14 @@ class Run:
         return (f"{stamp()} lab kernel: {uptime()} FINAL_REJECT: IN={self.lab.server_if} OUT= MAC={self.mac4} "
                 f"SRC={src} DST={SERVER_V4} LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID={ident} DF PROTO=TCP "
                 f"SPT={sport} DPT={dport} WINDOW=64240 RES=0x00 SYN URGP=0 \n")
+
+    def cpu_s(self) -> float | None:
+        """The server's CPU seconds so far (user + system, /proc/PID/stat)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> int | None:
         try:
@@ -226,6 +245,7 @@ def scanner(run: Run, every: float, stop: threading.Event):
                 sport = 40000 + k
                 tx.send(syn_frame(run.lab.remote_mac, run.lab.server_mac, src, port, sport, seq=n * 100 + k))
                 run.write([run.scan_line(str(src), sport, port, n * 100 + k)])
+                run.scan_lines += 1
                 first = first or time.monotonic()
                 time.sleep(0.05)
             knocks: list[tuple[int, float]] = []
@@ -242,6 +262,7 @@ def scanner(run: Run, every: float, stop: threading.Event):
             if stop.is_set():
                 break                   # cut short by the end of the run: not counted
             last = max((i for i, (s, _) in enumerate(knocks) if (src.packed, s) in answered), default=-1)
+            run.scanned_at.append(first)
             if last == len(knocks) - 1:
                 run.latencies.append(None)
             else:
@@ -261,7 +282,7 @@ def sampler(runs: list[Run], every: float, stop: threading.Event, start: float, 
             rss = run.rss_kb()
             held, total = run.failed()
             run.samples.append({"t": round(t, 1), "rss_kb": rss, "failed": held, "total_failed": total,
-                                "lines": counts["flood"], "load1": os.getloadavg()[0]})
+                                "lines": counts["flood"] + run.scan_lines, "load1": os.getloadavg()[0], "cpu_s": run.cpu_s()})
             if rss is not None and rss > max_rss_kb:
                 run.stopped_at = t
                 run.stop_server()
@@ -279,7 +300,7 @@ def summary(runs: list[Run], minutes: float, rate: int) -> str:
     marks = [m for m in (0, 1, 5, 10) if m <= minutes] + ([minutes] if minutes not in (0, 1, 5, 10) else [])
     head = "| jail | " + " | ".join(f"RSS MB at {m:g} min" for m in marks) + \
         " | max RSS MB | failing addresses held at end | most lines read behind | scanners | dropped" \
-        " | latency p50 s | p99 s | max s |"
+        " | latency p50 s | p99 s | max s | CPU share |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     loads = [s["load1"] for run in runs for s in run.samples if "load1" in s]
     for run in runs:
@@ -291,9 +312,26 @@ def summary(runs: list[Run], minutes: float, rate: int) -> str:
         stopped = f" (stopped at {run.stopped_at / 60:.1f} min)" if run.stopped_at else ""
         behind = max((s["lines"] - s["total_failed"] for s in run.samples if s.get("total_failed") is not None),
                      default=0)
+        cpu = [(s["t"], s["cpu_s"]) for s in run.samples if s.get("cpu_s") is not None]
+        share = f"{(cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0]):.2f}" if len(cpu) > 1 and cpu[-1][0] > cpu[0][0] else "-"
         lines.append(f"| {run.name}{stopped} | " + " | ".join(rss_at(run, m) for m in marks) +
                      f" | {top:.0f} | {held:,} | {behind:,} | {len(run.latencies)} | {len(got)} | "
-                     f"{statistics.median(got) if got else float('nan'):.2f} | {p(0.99)} | {max(got) if got else float('nan'):.2f} |")
+                     f"{statistics.median(got) if got else float('nan'):.2f} | {p(0.99)} | {max(got) if got else float('nan'):.2f} | "
+                     f"{share} |")
+    for run in runs:        # each half of the run on its own: how latency followed the load
+        for name, lo, hi in (("first half", 0, minutes * 30), ("second half", minutes * 30, minutes * 60)):
+            got = [x for x, t in zip(run.latencies, run.scanned_at) if lo <= t - run.started < hi]
+            ok = sorted(x for x in got if x is not None)
+            ss = [s for s in run.samples if lo <= s["t"] < hi]
+            load = [s["load1"] for s in ss]
+            behind = max((s["lines"] - s["total_failed"] for s in ss if s.get("total_failed") is not None), default=0)
+            if got:
+                lines.append(f"{run.name}, {name}: {len(ok)} of {len(got)} dropped within {NOT_DROPPED_AFTER:g} s, "
+                             f"p50 {statistics.median(ok) if ok else float('nan'):.2f} s, "
+                             f"p99 {ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else float('nan'):.2f} s, "
+                             f"max {max(ok) if ok else float('nan'):.2f} s; most lines behind {behind:,}; "
+                             f"load median {statistics.median(load) if load else float('nan'):.1f}, "
+                             f"max {max(load) if load else float('nan'):.1f}")
     if loads:
         lines.append(f"\nmachine load (1 min) during the run: median {statistics.median(loads):.1f}, max {max(loads):.1f} "
                      f"on {os.cpu_count()} cores")
@@ -317,10 +355,12 @@ def main(argv=None) -> int:
     runs: list[Run] = []
     stop = threading.Event()
     try:
-        for name in args.only or CONFIGS:
+        for name in args.only or DEFAULT_CONFIGS:
             runs.append(Run(name, CONFIGS[name], work))
         counts = {"flood": 0}
         start = time.monotonic()
+        for run in runs:
+            run.started = start
         threads = [threading.Thread(target=flood, args=(runs, args.rate, stop, counts), daemon=True),
                    threading.Thread(target=sampler, args=(runs, args.sample, stop, start, args.max_rss_mb * 1024, counts),
                                     daemon=True)]
@@ -335,13 +375,14 @@ def main(argv=None) -> int:
             if run.stopped_at is None:
                 held, total = run.failed()
                 run.samples.append({"t": round(time.monotonic() - start, 1), "rss_kb": run.rss_kb(),
-                                    "failed": held, "total_failed": total, "lines": counts["flood"],
+                                    "failed": held, "total_failed": total, "lines": counts["flood"] + run.scan_lines,
                                     "load1": os.getloadavg()[0]})
         print(f"{counts['flood']:,} flood lines in {args.minutes:g} min ({args.rate}/s target), "
               f"a scanner every {args.scan_every:g} s")
         print(summary(runs, args.minutes, args.rate))
         if args.json:
             args.json.write_text(json.dumps({r.name: {"samples": r.samples, "latencies": r.latencies,
+                                                      "scanned_at": [t - start for t in r.scanned_at],
                                                       "stopped_at": r.stopped_at} for r in runs}, indent=1))
     finally:
         stop.set()
