@@ -11,6 +11,13 @@ parser walks that grammar token by token and never looks inside the bracketed pa
 that ICMP errors embed, so a `SRC=` there can never be mistaken for the sender. It
 returns a `Record` (plain data) or None.
 
+Three runs of fields that no verdict depends on are skipped, not read, exactly as the
+filter skips them (SKIPPED below): the link layer after `MAC=`/`MACDST=` (only its
+broadcast destination matters), the IPv4 header fields from `LEN=` to `PROTO=`, and the
+TCP fields between `DPT=` and `RES=`. The kernel prints only numbers and hex there, which no
+sender of a packet chooses; a local user who can forge a kernel line can forge a
+well-formed one as easily.
+
 `classify()` applies the rule tables below to a `Record` and a `Policy` (the filter's
 parameters) and returns a `Verdict`: is it an attempt, who is the remote, and why.
 `filter.d/netfilter.conf` encodes the same tables as fail2ban regexes; the test suite
@@ -100,13 +107,14 @@ POLICY_OPTIONS = ("direction", "mode", "logprefix", "replyports", "protocols",
                   "insideifaces", "insideaddrs", "icmptypes", "icmp6types", "neverprotos")
 DIRECTIONS = ("in", "out", "any")
 MODES = ("normal", "aggressive")
-# Default logprefix: any prefix (including none) without "=", at most the kernel's 127
-# chars, never ending in its own delimiter (": " or " " before IN=): the shortest split,
-# read greedily (no lazy retries).
-ANY_PREFIX = r"(?:[^=:\s]|:(?!\s?IN=)|\s(?!IN=)){0,127}"
+# Default logprefix: any text without "=" before IN=, at most the kernel's 127 characters
+# (its prefix holds its own delimiter, ": " or " "); the filter's default, character for
+# character. Any logprefix is followed by a delimiter of up to two ":" or white-space
+# characters (PREFIX_DELIMITER), then IN=.
+ANY_PREFIX = r"[^=]{0,127}(?=IN=)"
 # Default `protocols`: every PROTO= word. A jail narrows it to words such as "47" (GRE).
-ANY_PROTOCOL = r"\w+"
-PREFIX_DELIMITER = re.compile(r"(?::\s?|\s)?")
+ANY_PROTOCOL = r"\w++"
+PREFIX_DELIMITER = r"[:\s]{0,2}+"
 
 
 # --- Data --------------------------------------------------------------------------
@@ -244,7 +252,7 @@ class Verdict:
 # or fail2ban's journal rendering "HOST kernel: [uptime] MESSAGE"; uptime is optional.
 _KERNEL_HEADER = re.compile(
     r"^(?P<stamp>(?:\d{4}-\d\d-\d\dT\S+|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?)\s+)?"
-    r"(?:\S+\s+)?kernel:(?:\s?\[\s*\d+\.\d+\])?\s+")
+    r"(?:\S+\s+)?kernel:(?:\s?\[\s*[0-9.]+\])?\s+")
 
 
 def kernel_message(line: str) -> Optional[tuple[str, str]]:
@@ -283,6 +291,14 @@ class _Tokens:
             return tok[cut + 1:]
         return None
 
+    def rest(self) -> str:
+        """The text not taken yet."""
+        return " ".join(self.items[self.pos:-1])
+
+    def reset(self, text: str) -> None:
+        """Go on reading `text` (what is left after a skipped run)."""
+        self.__init__(text)
+
     def flag(self, word: str) -> bool:
         if self.items[self.pos] == word:
             self.pos += 1
@@ -290,10 +306,6 @@ class _Tokens:
         return False
 
 
-_RES = re.compile(r"0x[0-9a-f]{2}")
-_HEX2 = re.compile(r"0x[0-9A-Fa-f]{2}")
-_IP4_OPT = re.compile(r"\([0-9A-Fa-f]*\)")
-_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")       # %pI4: no leading zeros, ASCII
 _IPV6_FULL = re.compile(r"[0-9a-f]{4}(?::[0-9a-f]{4}){7}")
@@ -336,59 +348,47 @@ def _address(text: Optional[str]) -> Optional[Address]:
         return None
 
 
-def _split_prefix(head: str, logprefix: str) -> Optional[str]:
-    """The prefix the admin configured, if `head` (text before IN=) is one, shortest first."""
-    for cut in (2, 1, 0):
-        if cut > len(head):
-            continue
-        body, delim = head[:len(head) - cut], head[len(head) - cut:]
-        if PREFIX_DELIMITER.fullmatch(delim) and re.fullmatch(logprefix, body):
-            return body
-    return None
+@functools.lru_cache(maxsize=64)
+def _head(logprefix: str) -> re.Pattern:
+    """The filter's own head: the prefix, its delimiter, IN=; the first split found is final."""
+    return re.compile(f"((?:{logprefix})){PREFIX_DELIMITER}IN=")
+
+
+_TRAILING_DELIMITER = re.compile(r"[:\s]{1,2}\Z")
+
+
+# What is skipped, not read (see the top of this module): the same languages as the
+# filter's possessive runs, so that the filter and the core accept the same lines.
+SKIPPED = {
+    # MAC=dst:src:type [TUNNEL=a->b] / MACSRC= MACDST=dst [VPROTO= VID=] MACPROTO=: no "S"
+    # before SRC=; only the destination MAC is looked at (broadcast)
+    "l2": re.compile(r"(?:MAC=|MACSRC=[^ ]+ MACDST=)([^S]*)(?=SRC=)"),
+    # IPv4: LEN TOS PREC TTL ID [CE] [DF] [MF] [FRAG:] [OPT (hex)]: no "P" but PREC's and OPT's
+    "ip4": re.compile(r"LEN=[^P]*PREC=[^P]*P[^R]*ROTO="),
+    # TCP, after SPT= DPT= (read): [SEQ ACK] WINDOW: no "R" before RES=
+    "tcp": re.compile(r"SPT=([^ ]*) DPT=([^ ]*) [^R]*RES=0x[0-9a-f]{2} "),
+}
 
 
 def _skip_l2(tok: _Tokens) -> Optional[str] | bool:
-    """The MAC header; returns the destination MAC, None if absent, or False if the
-    fields are malformed."""
-    mac = tok.field("MAC")
-    if mac is not None:
-        if mac and not _MAC.fullmatch(mac):
-            return False
-        if tok.peek().startswith("TUNNEL="):
-            tok.take()
-        return mac[:17] if mac else None
-    macsrc = tok.field("MACSRC")
-    if macsrc is not None:
-        macdst = tok.field("MACDST")
-        if macdst is None:
-            return False
-        if tok.field("VPROTO") is not None and _number(tok.field("VID")) is None:
-            return False
-        if tok.field("MACPROTO") is None:
-            return False
-        return macdst
-    return None
+    """The link layer, skipped up to SRC=: the destination MAC's text, None if there is
+    no link layer, or False if what stands there is not one the filter reads."""
+    if not tok.peek().startswith("MAC"):
+        return None
+    m = SKIPPED["l2"].match(tok.rest())
+    if not m:
+        return False
+    tok.reset(tok.rest()[m.end():])
+    return m.group(1)[:17] or None
 
 
 def _skip_ip_fields(tok: _Tokens) -> bool:
-    """LEN= and the IPv4 or IPv6 header fields up to PROTO=."""
-    if _number(tok.field("LEN")) is None:
-        return False
-    tos = tok.field("TOS")
-    if tos is not None:                              # IPv4
-        if not (_HEX2.fullmatch(tos) and _HEX2.fullmatch(tok.field("PREC") or "")
-                and _number(tok.field("TTL")) is not None
-                and _number(tok.field("ID")) is not None):
-            return False
-        for word in ("CE", "DF", "MF"):
-            tok.flag(word)
-        if tok.peek().startswith("FRAG:"):
-            if _number(tok.take()[5:]) is None:
-                return False
-        if tok.peek() == "OPT" and _IP4_OPT.fullmatch(tok.items[tok.pos + 1]):
-            tok.pos += 2
+    """LEN= and the IPv4 (skipped) or IPv6 header fields, up to PROTO=."""
+    m = SKIPPED["ip4"].match(tok.rest())
+    if m:
+        tok.reset("PROTO=" + tok.rest()[m.end():])
         return True
-    if not (_number(tok.field("TC")) is not None and _number(tok.field("HOPLIMIT")) is not None
+    if not (_number(tok.field("LEN")) is not None and _number(tok.field("TC")) is not None and _number(tok.field("HOPLIMIT")) is not None
             and _number(tok.field("FLOWLBL")) is not None):
         return False
     # Extension headers, as many as the kernel prints: "OPT ( [FRAG:n [INCOMPLETE] ID:x |
@@ -428,23 +428,21 @@ def _proto_fields(tok: _Tokens, proto: str) -> dict:
     out: dict = {}
     if proto in TRUNCATABLE and tok.peek() == "INCOMPLETE" and tok.items[tok.pos + 1].startswith("["):
         out["truncated"] = True
-    elif proto in ("TCP", "UDP", "UDPLITE"):
-        spt, dpt = _number(tok.field("SPT")), _number(tok.field("DPT"))
+    elif proto == "TCP":
+        # the ports read, then the fields up to RES= skipped
+        m = SKIPPED["tcp"].match(tok.rest())
+        spt, dpt = (_number(m.group(1)), _number(m.group(2))) if m else (None, None)
         if spt is None or dpt is None:
             return out
-        if proto != "TCP":
-            if tok.field("LEN") is not None:      # the kernel always prints it
-                out.update(spt=spt, dpt=dpt)
-            return out
         out.update(spt=spt, dpt=dpt)
-        seq = tok.field("SEQ")
-        if seq is not None and (_number(seq) is None or _number(tok.field("ACK")) is None):
-            return out
-        if _number(tok.field("WINDOW")) is None or not _RES.fullmatch(tok.field("RES") or ""):
-            return out
+        tok.reset(tok.rest()[m.end():])
         flags = [word for word in TCP_FLAG_ORDER if tok.flag(word)]
         if tok.field("URGP") is not None:
             out["flags"] = frozenset(flags)
+    elif proto in ("UDP", "UDPLITE"):
+        spt, dpt = _number(tok.field("SPT")), _number(tok.field("DPT"))
+        if spt is not None and dpt is not None and tok.field("LEN") is not None:   # the kernel always prints it
+            out.update(spt=spt, dpt=dpt)
     elif proto in ("ICMP", "ICMPv6"):
         itype = _number(tok.field("TYPE"))
         if itype is not None and tok.field("CODE") is not None:
@@ -455,13 +453,13 @@ def _proto_fields(tok: _Tokens, proto: str) -> dict:
 def parse_message(message: str, logprefix: str = ANY_PREFIX) -> Optional[Record]:
     """The netfilter record in a kernel message, or None if there is none (or its
     prefix does not match `logprefix`)."""
-    start = message.find("IN=")
-    while start != -1:
-        prefix = _split_prefix(message[:start], logprefix)
-        if prefix is not None:
-            return _parse_record(prefix, message[start:])
-        start = message.find("IN=", start + 1)
-    return None
+    m = _head(logprefix).match(message)
+    if not m:
+        return None
+    # what the jail's logprefix matched; the default takes the delimiter in too (": ", " "),
+    # which is not part of the prefix's name
+    prefix = _TRAILING_DELIMITER.sub("", m.group(1)) if logprefix == ANY_PREFIX else m.group(1)
+    return _parse_record(prefix, message[m.end() - 3:])
 
 
 def _parse_record(prefix: str, text: str) -> Optional[Record]:
