@@ -14,9 +14,10 @@ counts only the compiled failregexes' `search()` over the date-stripped lines, a
 fail2ban calls them: the regex's own cost. Counts do not depend on the other sessions'
 load, so two filters measured at different times compare; seconds do (filter_throughput.py).
 
-The filters are netfilter.conf (this checkout's, or --conf another version, shown as
-"conf"), the naive `.*SRC=<HOST>` and the floor with netfilter.conf's datepattern
-(as in filter_throughput.py).
+The filters (--filter) are netfilter (this checkout's filter.d/netfilter.conf), naive
+(`.*SRC=<HOST>` with netfilter.conf's datepattern), naive-default-dates (fail2ban's default
+date templates) and floor (matches nothing), as in filter_throughput.py; --conf adds
+another version of netfilter.conf (git show REV:filter.d/netfilter.conf), shown as "conf".
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ def main() -> int:
         confdir = config_dir(tmp / "conf")
         (confdir / "filter.d" / "naive.conf").write_text(ft.NAIVE)
         (confdir / "filter.d" / "floor.conf").write_text(ft.FLOOR)
+        (confdir / "filter.d" / "naive-default-dates.conf").write_text(ft.NAIVE_DEFAULT_DATES)
         filters = list(args.filter)
         if args.conf:
             shutil.copy2(args.conf, confdir / "filter.d" / "conf.conf")

@@ -215,7 +215,15 @@ def main() -> int:
                          "run in the same summary-mode rounds")
     ap.add_argument("--summary-only", action="store_true",
                     help="only the summary-mode table (both mixes, ours/naive/floor)")
+    ap.add_argument("--backtracking-only", action="store_true",
+                    help="only the worst cases for backtracking (extension headers, 1 MB lines)")
     args = ap.parse_args()
+    if args.backtracking_only:
+        with tempfile.TemporaryDirectory(prefix="f2b-bench-") as tmp:
+            confdir = config_dir(Path(tmp) / "conf")
+            (confdir / "filter.d" / "naive.conf").write_text(NAIVE)
+            backtracking(confdir)
+        return 0
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="f2b-bench-") as tmp:
         tmp = Path(tmp)
@@ -294,15 +302,18 @@ def main() -> int:
             print(f"| {name} | {rate:,.0f} | {rate / inproc['naive `.*SRC=<HOST>`']:.2f}x |")
         print()
 
-        exthdr_scaling(confdir)
-
-        print("Worst case, one 1 MB hostile line (filler repeated before or after a record; "
-              "the slower shape, best of 3), through fail2ban's Filter.processLine:\n")
-        print("| filler | netfilter.conf s | naive s |")
-        print("|---|---:|---:|")
-        for filler, ours_s, naive_s in worst_case(confdir):
-            print(f"| `{filler!r}` | {ours_s:.3f} | {naive_s:.3f} |")
+        backtracking(confdir)
     return 0
+
+
+def backtracking(confdir: Path) -> None:
+    exthdr_scaling(confdir)
+    print("Worst case, one 1 MB hostile line (filler repeated before or after a record; "
+          "the slower shape, best of 3), through fail2ban's Filter.processLine:\n")
+    print("| filler | netfilter.conf s | naive s |")
+    print("|---|---:|---:|")
+    for filler, ours_s, naive_s in worst_case(confdir):
+        print(f"| `{filler!r}` | {ours_s:.3f} | {naive_s:.3f} |")
 
 
 def _f2b_version() -> str:
