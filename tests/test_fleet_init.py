@@ -148,3 +148,22 @@ def test_the_fleet_action_refuses_a_parameter_it_does_not_read():
     with pytest.raises(ValueError, match=r"^fleet: unknown parameter\(s\): fleet_bantime$"):
         FleetAction(SimpleNamespace(name="j"), "fleet", fleet_bantime="1d")
     assert FleetAction(SimpleNamespace(name="j"), "fleet", role="inbox", server="a").role == "inbox"
+
+
+@pytest.mark.fail2ban
+def test_a_reload_keeps_the_fleet_action_and_takes_its_new_parameters(tmp_path):
+    """fail2ban-client reload: the same action (its counts) with the new parameters; a bad
+    one is refused with one line and changes nothing; a moved spool closes the old one."""
+    from types import SimpleNamespace
+    from f2b_ext.plugins.fleet import FleetAction
+    action = FleetAction(SimpleNamespace(name="j"), "fleet", server="a", spool=str(tmp_path / "one.sqlite3"))
+    action.start()
+    action.published = 3
+    action.clearAllParams()
+    with pytest.raises(ValueError, match=r"^fleet: role: 'both' must be publish or inbox$"):
+        action.reload(role="both")
+    assert (action.role, action.server, action._spool is not None) == ("publish", "a", True)
+    action.reload(server="b", spool=str(tmp_path / "two.sqlite3"))
+    assert (action.server, action.spool_path, action._spool, action.published) == \
+        ("b", str(tmp_path / "two.sqlite3"), None, 3)
+    action.stop()

@@ -159,3 +159,68 @@ def test_enabled_jails_start_and_ban_what_they_are_for():
             assert "203.0.113.0/24 until" in escalated, escalated
         finally:
             f2b.close()
+
+
+@pytest.mark.fail2ban
+@pytest.mark.parametrize("path", sorted((ROOT / "action.d").glob("*.py")), ids=lambda p: p.name)
+def test_every_python_action_survives_a_reload(path):
+    """fail2ban's Actions.add (1.0.2, 1.1.0) keeps an action across `fail2ban-client reload`
+    only if it has reload() and clearAllParams(); otherwise the reload drops it silently."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"f2bx_action_{path.stem.replace('-', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(getattr(module.Action, "reload", None)) and callable(getattr(module.Action, "clearAllParams", None))
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not is_root(), reason="needs root for a network namespace")
+def test_reloads_keep_every_action_of_the_inbound_jail_and_every_ban_in_the_kernel(tmp_path):
+    """`reload JAIL`, `reload` and `reload --restart JAIL` on the shipped inbound jail (plus a
+    fleet publisher): fail2ban keeps a Python action across a reload only if it has both
+    reload() and clearAllParams(), else it silently drops it ("No actions for jail")."""
+    import ipaddress
+    from f2b_ext.core.nftset import jail_elements
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    from f2b_ext.lab.netns import Lab, until
+    jail = "f2b-ext-inbound"
+    local = ("[DEFAULT]\nignoreself = false\n\n"
+             f"[{jail}]\nenabled = true\nlogpath = {{log}}\nbackend = polling\n"
+             f"action = {shipped_action(jail, 'bogons=none')}\n"
+             f"    fleet.py[role=publish, server=lab, spool={tmp_path}/spool.sqlite3]\n")
+    expected = ["nftset", "subnet-escalate", "found-limit", "fleet"]
+    with Lab() as lab:
+        f2b = Fail2banServer(local, netns=lab.server)
+
+        def actions() -> list[str]:
+            out = f2b.client("get", jail, "actions", check=False).stdout.strip().splitlines()
+            return out[-1].split(", ") if len(out) == 2 else out
+
+        def ban(src: str):
+            f2b.append(*[line("FINAL_REJECT: ", src, dpt=p) for p in (22, 23, 25)])
+            f2b.wait_for(lambda: src in f2b.bans(jail), what=f"the ban of {src}")
+
+        def kernel_holds_every_listed_ban():
+            listed = {ipaddress.ip_network(a) for a in f2b.bans(jail)}
+            held = set(jail_elements(jail, lambda *args: lab.server_sh("nft", *args, check=False)))
+            return listed if listed <= held else None
+
+        try:
+            f2b.start(jail=jail)
+            assert actions() == expected
+            ban("203.0.113.5")
+            ban("198.51.100.5")
+            for n, step in enumerate((["reload", jail], ["reload"], ["reload", "--restart", jail]), 1):
+                published = int(f2b.client("get", jail, "action", "fleet", "published").stdout)
+                f2b.client(*step)
+                assert actions() == expected, f"after {' '.join(step)}: {actions()}"
+                new = f"198.18.0.{100 + n}"
+                ban(new)
+                held = until(kernel_holds_every_listed_ban, 10)
+                assert held and len(held) == 2 + n, f"after {' '.join(step)}: kernel misses a listed ban"
+                assert until(lambda: not lab.probe(new), 5), f"after {' '.join(step)}: {new} still answered"
+                assert lab.probe("198.18.0.200"), "an unbanned control is answered"
+                if "--restart" not in step:      # a restarted action starts counting anew
+                    assert f2b.wait_for(lambda: int(f2b.client("get", jail, "action", "fleet", "published").stdout)
+                                        > published, what="the fleet publisher to publish the new ban")
+        finally:
+            f2b.close()

@@ -41,16 +41,35 @@ def default_server() -> str:
 class FleetAction(ActionBase):
     def __init__(self, jail, name, **params):
         super().__init__(jail, name)
-        unknown = set(params) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"{name}: unknown parameter(s): {', '.join(sorted(unknown))}")
-        p = dict(DEFAULTS, **params)
-        if p["role"] not in ("publish", "inbox"):
-            raise ValueError(f"{name}: role: {p['role']!r} must be publish or inbox")
-        self.role, self.server, self.spool_path = p["role"], p["server"] or default_server(), p["spool"]
+        self.role, self.server, self.spool_path = self._parse(params)
         self._spool = None
         self._lock = threading.Lock()
         self.published = self.received = 0
+
+    def _parse(self, params) -> tuple[str, str, str]:
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"{self._name}: unknown parameter(s): {', '.join(sorted(unknown))}")
+        p = dict(DEFAULTS, **params)
+        if p["role"] not in ("publish", "inbox"):
+            raise ValueError(f"{self._name}: role: {p['role']!r} must be publish or inbox")
+        return p["role"], p["server"] or default_server(), p["spool"]
+
+    def reload(self, **params):
+        """fail2ban-client reload: the new parameters, the same counts; a publisher whose
+        spool moved (or that became the inbox) closes the old one (the next ban opens it)."""
+        role, server, spool_path = self._parse(params)
+        with self._lock:
+            if self._spool and (role != "publish" or spool_path != self.spool_path):
+                self._spool.close()
+                self._spool = None
+            self.role, self.server, self.spool_path = role, server, spool_path
+
+    def clearAllParams(self):
+        """Called by reload before the new parameters arrive. fail2ban (1.0.2, 1.1.0:
+        Actions.add) keeps an action across a reload only if it has both reload() and
+        this; without them the reload dropped the action: a publisher stopped sharing the
+        jail's bans and the fleet jail lost its inbox."""
 
     def start(self):
         if self.role == "publish":

@@ -88,11 +88,17 @@ class FoundLimitAction(ActionBase):
             del jails[self._jail.name]
 
     def reload(self, rate: str = "20/1s"):
+        """fail2ban-client reload: the new rate, a fresh window."""
         try:
             self.limit = FoundLimit.parse(rate)
         except ConfigError as exc:
             raise ValueError(f"{self._name}: {exc}") from None
         installed_filter().jails[self._jail.name] = (FoundWindow(self.limit), self)
+
+    def clearAllParams(self):
+        """Called by reload before the new parameters arrive. fail2ban (1.0.2, 1.1.0:
+        Actions.add) keeps an action across a reload only if it has both reload() and
+        this; without it the reload dropped the action and the jail wrote every Found line."""
 
     def ban(self, aInfo):
         pass
