@@ -74,6 +74,9 @@ def test_a_fleet_lab_failing_with_its_servers_running_stops_them_and_removes_eve
     import shutil
     if not shutil.which("nats-server"):
         pytest.skip("nats-server is not installed (make venv installs it)")
+    # the lab's `fleet create` needs nats-py, which the trixie root does not carry (its run
+    # leaves the fleet tests out, as the Makefile's test-trixie says)
+    pytest.importorskip("nats", reason="nats-py is not installed (the fleet extra)")
     from f2b_ext.lab.fleet import FleetLab
     links = host_links()
     lab = FleetLab()
