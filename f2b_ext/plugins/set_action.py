@@ -214,14 +214,9 @@ class SetAction(ActionBase):
         return time.monotonic() - self._writers.get(tid, -math.inf) < WRITER_MEMORY
 
     def _event_check(self, reason: str):
-        """After an nf_tables change that may have removed enforcement (listener thread)."""
-        if self.fault:
-            return
-        with self._io:
-            if not self._intact():
-                self._repair(f"after {reason}")
-            else:
-                self.sync(f"after {reason}", remove=False)
+        """After an nf_tables change that may have removed enforcement (listener thread):
+        the watchdog's check, without removing strays."""
+        self._check(f"after {reason}", remove=False)
 
     def _refuse(self, reason: str):
         """One clear line, and the jail stops: bans nobody enforces are worse than none."""
@@ -430,15 +425,20 @@ class SetAction(ActionBase):
             return plan
 
     def consistencyCheck(self, beforeRepair=None):
+        self._check(beforeRepair=beforeRepair)
+        return True
+
+    def _check(self, why: str = "", remove: bool = True, beforeRepair=None):
+        """Rebuild what is missing, else make the elements fail2ban's list (the watchdog,
+        fail2ban's consistencyCheck and the event listener all come here)."""
         if self.fault:
-            return True
+            return
         with self._io:
             if not self._intact():
                 if beforeRepair is None or beforeRepair():
-                    self._repair()
+                    self._repair(why)
             else:
-                self.sync()
-        return True
+                self.sync(why, remove=remove)
 
     def _cancel_timer(self):
         if self._timer is not None:
