@@ -116,7 +116,6 @@ def write_container(path: Path, pairs: list) -> int:
         data = {"time": STYLE_TIME[style], "match": expect}
         if expect:
             data["host"] = _host(case.remote)
-            data["dir"] = "IN"
         data["desc"] = case.name if case else "an answer to one of the cases (RST, ICMP error)"
         out.extend([f"# failJSON: {json.dumps(data)}", rec.syslog(style, host="lab")])
         n += 1

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SAMPLES, assert_sample
 from f2b_ext.core import netfilter as nf
+from f2b_ext.core.evidence import Evidence, classify
 from f2b_ext.system.samples import read_cases
 
 SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.name.startswith("netfilter"))
@@ -100,3 +101,16 @@ def test_no_possessive_quantifier_on_a_group(runner):
     for opts in ({}, {"direction": "out"}, {"direction": "any"}, {"mode": "aggressive"}):
         for regex in runner(opts).failregexes:
             assert not group_possessive.search(regex), group_possessive.search(regex).group()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.should_match], ids=case_id)
+def test_captures_classify_as_kernel_evidence(case, runner, upstream_clock):
+    """What an action makes of a match's captures (F-PROTO, F-DIR): a remote the host sent
+    to is outbound evidence, any other is forgeable, never proven (no handshake behind a
+    logged packet). Inbound matches capture no dir: a protocol alone must say forgeable."""
+    run = runner(filter_options(case))
+    found = run.match(case.line, journal_time=upstream_clock if is_journal(case) else None)
+    kind = classify(found[0].groups.get("proto"), found[0].groups.get("dir"))
+    record = nf.judge_line(case.line, nf.Policy.from_filter_options(filter_options(case))).record
+    sent_by_this_host = record.direction == "out"
+    assert kind == (Evidence.OUTBOUND if sent_by_this_host else Evidence.FORGEABLE), found[0].groups

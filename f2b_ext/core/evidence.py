@@ -66,8 +66,10 @@ RULES = {
     Evidence.FORGEABLE: Rule(False, "forged", True),
 }
 
-# The filter's F-DIR (netfilter's IN/OUT/FWD, ipfw's in/out), lower case -> kind. A
-# direction not listed (in, fwd) is a packet that arrived: forgeable.
+# The filter's F-DIR (netfilter's OUT, ipfw's in/out), lower case -> kind. A direction
+# not listed (in) is a packet that arrived: forgeable. netfilter.conf captures no dir on
+# inbound matches (a capture fail2ban pays for on every match): its protocol alone says
+# forgeable, the table's third row.
 DIRECTIONS = {"out": Evidence.OUTBOUND}
 
 
@@ -77,8 +79,9 @@ def classify(proto: Optional[str], direction: Optional[str]) -> Evidence:
     | F-DIR        | F-PROTO  | kind      |
     |--------------|----------|-----------|
     | out          | any      | outbound  |
-    | in, fwd, ... | any      | forgeable |
-    | none         | given    | forgeable | (kernel evidence without a direction: synwatch)
+    | in, ...      | any      | forgeable |
+    | none         | given    | forgeable | (kernel evidence without a direction: netfilter's
+    |              |          |           |  inbound matches, synwatch)
     | none         | none     | proven    | (an application's log: the handshake completed)
     """
     if direction:
