@@ -97,6 +97,17 @@ def test_rate_per_second(text, rate):
     assert check.rate_per_second(text) == rate
 
 
+def test_running_jails_and_action_names_as_fail2ban_client_prints_them():
+    status = "Status\n|- Number of jail:\t2\n`- Jail list:\tf2b-ext-inbound, f2b-ext-gre\n"
+    assert check.running_jails(status) == ["f2b-ext-inbound", "f2b-ext-gre"]
+    assert check.running_jails("Status\n|- Number of jail:\t0\n`- Jail list:\t\n") == []
+    assert check.running_jails("Shutdown successful") is None
+    assert check.action_names("The jail f2b-ext-inbound has the following actions:\nnftset, subnet-escalate, "
+                              "found-limit\n") == ["nftset", "subnet-escalate", "found-limit"]
+    assert check.action_names("No actions for jail f2b-ext-inbound\n") == []
+    assert check.action_names("Sorry but the jail 'x' does not exist") is None
+
+
 def test_nf_log_loggers():
     text = " 0 NONE (nfnetlink_log)\n 2 nf_log_syslog (nf_log_syslog,nfnetlink_log)\n10 NONE (nf_log_syslog)\n"
     assert check.nf_log_loggers(text) == {0: "NONE", 2: "nf_log_syslog", 10: "NONE"}
@@ -109,7 +120,8 @@ OWN = (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8:f2b::1"
 
 def jail(**kw):
     base = dict(name="f2b-ext-inbound", filter="netfilter", backend="auto", logpaths=("/var/log/netfilter.log",),
-                actions=("nftset", "subnet-escalate"), ignoreip=("127.0.0.1/8", "::1"), ignoreself=True)
+                actions=("nftset", "subnet-escalate"), action_names=("nftset", "subnet-escalate"),
+                ignoreip=("127.0.0.1/8", "::1"), ignoreself=True)
     return check.JailView(**{**base, **kw})
 
 
@@ -175,6 +187,12 @@ def test_a_good_machine_has_no_problems():
      "protected: ntp.example does not resolve (Name or service not known): subnet-escalate holds escalation"),
     (machine(all_netns=True), "nf_log_all_netns = 1: LOG lines of every network namespace"),
     (machine(nftables_binding=False), "nftset cannot enforce a ban: fail2ban's Python cannot import nftables"),
+    (machine(running={"f2b-ext-inbound": ("subnet-escalate",)}),
+     "f2b-ext-inbound: runs without nftset, which its configuration names (not reloaded since"),
+    (machine(running={"f2b-ext-inbound": None}), "f2b-ext-inbound: enabled in the configuration, but fail2ban does "
+                                                 "not run it: nothing it reads is banned"),
+    (machine(running={"f2b-ext-inbound": ("nftset", "subnet-escalate", "mail")}),
+     "f2b-ext-inbound: runs mail, which its configuration no longer names"),
     (machine(enforcement={"f2b-ext-inbound": ([ipaddress.ip_network("198.51.100.0/24")], [], [])}),
      "f2b-ext-inbound: fail2ban lists 1 ban(s) the kernel does not hold (they are answered): 198.51.100.0/24"),
     (machine(enforcement={"f2b-ext-inbound": ([], [ipaddress.ip_network("192.0.2.9/32")], [])}),
@@ -194,6 +212,8 @@ def test_each_problem_is_found(m, expect):
     machine(jails=[jail(actions=("nftables-allports", "subnet-escalate"))], fail2ban=(1, 2)),
     machine(log_rules=[check.LogRule("x", "x", 50.0, 10.0)]),
     machine(init_netns=False, all_netns=True),
+    machine(running={"f2b-ext-inbound": ("subnet-escalate", "nftset")}),     # the order does not matter
+    machine(running={}),                                                        # fail2ban not running: not compared
 ])
 def test_and_nothing_else(m):
     assert problems(m) == []
@@ -286,6 +306,43 @@ def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
     r = run_check(lab, good)
     assert r.returncode == 0 and "not rate-limited" not in r.stdout, r.stdout
     assert "ok       ruleset: 3 LOG rules, none rate-limited into silence" in r.stdout, r.stdout
+
+
+@pytest.mark.kernel
+def test_check_compares_the_actions_fail2ban_runs_with_the_configured_ones(lab):
+    """A jail whose running actions are not its configuration's (edited, not reloaded;
+    a reload or restart refused part way) bans into nothing while fail2ban still
+    answers: check says so from fail2ban-client, in the namespace fail2ban runs in."""
+    from f2b_ext.lab.fail2ban_server import Fail2banServer
+    shipped = "[DEFAULT]\nignoreself = false\n\n[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n"
+    f2b = Fail2banServer(shipped, netns=lab.server)
+
+    def said(*words):
+        found = json.loads(run_check(lab, f2b.conf, "--json").stdout)
+        return [(f["level"], f["message"]) for f in found
+                if f["subject"] == "f2b-ext-inbound" and all(w in f["message"] for w in words)]
+    try:
+        f2b.start(jail="f2b-ext-inbound")
+        assert said("runs the actions its configuration names") == [("ok", "runs the actions its configuration names")]
+        # the admin drops found-limit and subnet-escalate from the jail, and has not reloaded yet
+        jail_local = f2b.conf / "jail.local"
+        jail_local.write_text(jail_local.read_text() + "action = nftset.py[direction=in]\n")
+        assert said("runs found-limit, subnet-escalate") or said("runs subnet-escalate, found-limit"), said("runs")
+        # a parameter the set action refuses: after a restart the jail does not run at all
+        jail_local.write_text(jail_local.read_text().replace("[direction=in]", "[direction=in, batch=soon]"))
+        f2b.stop()
+        f2b.start(jail="f2b-ext-inbound")
+        f2b.wait_for(lambda: f2b.client("status", "f2b-ext-inbound", check=False).returncode != 0,
+                     what="the jail refused")
+        assert said("fail2ban does not run it")[0][0] == "problem"
+        # and a jail that runs without the ban action its configuration names
+        jail_local.write_text(jail_local.read_text().replace(", batch=soon", ""))
+        f2b.client("reload")
+        f2b.wait_for(lambda: said("runs the actions its configuration names"), what="the jail running again")
+        f2b.client("set", "f2b-ext-inbound", "delaction", "nftset")
+        assert said("runs without nftset")[0][0] == "problem"
+    finally:
+        f2b.close()
 
 
 @pytest.mark.kernel

@@ -22,14 +22,54 @@ def _configured_jails(conf: str) -> list:
     jails = []
     for jail in Jails(conf).jails:
         o = jail.options
+        specs = [a for a in str(o.get("action") or "").splitlines() if a.strip()]
         jails.append(check.JailView(
             name=jail.getName(), filter=parse_filter_spec(o.get("filter") or "")[0] if o.get("filter") else "",
             backend=str(o.get("backend") or "auto"),
             logpaths=tuple(p.strip() for p in str(o.get("logpath") or "").splitlines() if p.strip()),
-            actions=tuple(check.action_stem(a) for a in str(o.get("action") or "").splitlines() if a.strip()),
+            actions=tuple(map(check.action_stem, specs)), action_names=tuple(map(_action_name, specs)),
             ignoreip=tuple(str(o.get("ignoreip") or "").replace(",", " ").split()),
             ignoreself=str(o.get("ignoreself", True)).lower() not in ("false", "no", "0", "off")))
     return jails
+
+
+def _action_name(spec: str) -> str:
+    """The name fail2ban's JailReader gives an action line: its actname=, else the file's stem."""
+    from fail2ban.helpers import extractOptions
+    try:
+        name, options = extractOptions(spec.strip())
+    except ValueError:
+        return spec.strip()
+    return options.get("actname") or os.path.splitext(name)[0]
+
+
+def _running(conf: str, jails: list) -> dict:
+    """Machine.running: the actions the running fail2ban has for each configured jail
+    (fail2ban-client, the socket CONFDIR names); {} when fail2ban does not answer."""
+    import subprocess
+    from f2b_ext.core import check
+    if not shutil.which("fail2ban-client"):
+        return {}
+
+    def client(*command):
+        try:
+            r = subprocess.run(["fail2ban-client", "-c", conf, *command], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    names = check.running_jails(client("status") or "")
+    if names is None:
+        return {}
+    running = {}
+    for jail in jails:
+        answer = client("get", jail.name, "actions") if jail.name in names else None
+        listed = check.action_names(answer) if answer is not None else None
+        if jail.name not in names:
+            running[jail.name] = None
+        elif listed is not None:
+            running[jail.name] = tuple(listed)
+    return running
 
 
 def _machine(conf: str):
@@ -81,6 +121,7 @@ def _machine(conf: str):
     m.dependencies, m.dependency_problems = tuple(dict.fromkeys(map(str, found))), tuple(problems)
     if any("nftset" in j.actions for j in m.jails):
         m.nftables_binding = _fail2ban_imports("nftables")
+    m.running = _running(conf, m.jails)
     for j in m.jails:
         if {"nftset", "ipset-net"} & set(j.actions):
             m.enforcement[j.name] = _enforcement(j, conf)

@@ -89,6 +89,7 @@ class JailView:
     backend: str
     logpaths: tuple = ()
     actions: tuple = ()                # action.d stems, e.g. ("nftset", "subnet-escalate")
+    action_names: tuple = ()           # the names fail2ban gives them: actname=, else the stem
     ignoreip: tuple = ()
     ignoreself: bool = True
 
@@ -119,6 +120,9 @@ class Machine:
     # per jail with a set action: (listed, not in the kernel), (in the kernel, not listed),
     # (expiry differs); a jail missing here was not compared (fail2ban not running)
     enforcement: dict = field(default_factory=dict)
+    # per jail: the names of the actions the running fail2ban has for it, or None when
+    # fail2ban runs but not this jail; a jail missing here was not asked (no fail2ban)
+    running: dict = field(default_factory=dict)
     fail2ban: tuple | None = None                        # fail2ban's version, e.g. (1, 0, 2)
 
 
@@ -204,6 +208,20 @@ def nf_log_loggers(proc_nf_log: str) -> dict[int, str]:
     return out
 
 
+def running_jails(status: str) -> list[str] | None:
+    """`fail2ban-client status` -> the jails it runs (None: not that command's answer)."""
+    m = re.search(r"Jail list:[ \t]*(.*)$", status, re.M)
+    return [name.strip() for name in m.group(1).split(",") if name.strip()] if m else None
+
+
+def action_names(answer: str) -> list[str] | None:
+    """`fail2ban-client get JAIL actions` -> the action names (None: not its answer)."""
+    if re.match(r"\s*No actions for jail ", answer):
+        return []
+    m = re.match(r"\s*The jail .* has the following actions:\n(.*)", answer, re.S)
+    return [name.strip() for name in m.group(1).split(",") if name.strip()] if m else None
+
+
 def action_stem(spec: str) -> str:
     """'nftset.py[direction=in]' / 'iptables-multiport[name=x]' -> 'nftset' / 'iptables-multiport'."""
     name = spec.strip().split("[", 1)[0].strip()
@@ -258,7 +276,34 @@ def jail_findings(j: JailView, m: Machine) -> list[Finding]:
     if "nftset" in j.actions and not m.nftables_binding:
         out.append(Finding(PROBLEM, j.name, "nftset cannot enforce a ban: fail2ban's Python cannot import nftables "
                            "(the jail stops at start)", "apt-get install python3-nftables"))
+    out.extend(running_findings(j, m.running))
     out.extend(enforcement_findings(j.name, m.enforcement.get(j.name)))
+    return out
+
+
+def running_findings(j: JailView, running: dict) -> list[Finding]:
+    """The actions fail2ban runs for the jail against those its configuration names: a
+    reload that failed part way, or a restart refused by a bad parameter, leaves a jail
+    banning into nothing, or not running, while fail2ban-client still answers."""
+    if j.name not in running:
+        return []
+    names = running[j.name]
+    if names is None:
+        return [Finding(PROBLEM, j.name, "enabled in the configuration, but fail2ban does not run it: nothing it "
+                        "reads is banned", "fail2ban's log says why it stopped (a bad parameter?); fix that, "
+                        "then `fail2ban-client reload`")]
+    out = []
+    missing = [a for a in j.action_names if a not in names]
+    if missing:
+        out.append(Finding(PROBLEM, j.name, f"runs without {', '.join(missing)}, which its configuration names "
+                           "(not reloaded since, or a reload failed part way): what it does is not done",
+                           f"`fail2ban-client reload {j.name}`, and read fail2ban's log if it fails again"))
+    extra = [a for a in names if a not in j.action_names]
+    if extra:
+        out.append(Finding(WARNING, j.name, f"runs {', '.join(extra)}, which its configuration no longer names",
+                           f"`fail2ban-client reload {j.name}`"))
+    if not out:
+        out.append(Finding(OK, j.name, "runs the actions its configuration names"))
     return out
 
 
