@@ -17,6 +17,7 @@ fail2ban-client. Used by tests/test_live.py and `f2b-ext demo`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import shutil
@@ -286,7 +287,11 @@ class Prober(Background):
     """SYNs every `every` seconds, round robin from `sources` (banned hosts and members of
     banned prefixes) to the server's PROBE_PORT, and every answer the server sends any
     of them (RST, SYN-ACK, ICMP), seen on the wire at the remote end. `phase(name)`
-    starts counting answers under a new name; `answers` maps phase -> [source, ...]."""
+    starts counting answers under a new name; `answers` maps phase -> [source, ...].
+    Each answer counts at the time the kernel received it (the socket's timestamp, on
+    time.monotonic()'s clock), not when the receiving thread got round to it: on a
+    loaded machine that thread may read an answer given before a repair only after it,
+    or in the next phase."""
 
     def __init__(self, lab: Lab, sources: list[str], every: float = 0.005):
         from f2b_ext.lab.netns import in_netns, syn_frame
@@ -298,12 +303,14 @@ class Prober(Background):
         self.answered_at: list[tuple[float, str]] = []     # (time.monotonic(), source) of every answer
         self.sent: dict[str, int] = {}
         self._phase = "start"
+        self._phases: list[tuple[float, str]] = [(-math.inf, "start")]     # (monotonic start, name)
         import socket
         with in_netns(lab.remote):
             self._tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         self._tx.bind((lab.remote_if, 0))
         self._rx.bind((lab.remote_if, 0))           # 0: the protocol the socket was made with
+        self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         super().__init__(self._send, self._receive)
 
     def __enter__(self) -> "Prober":
@@ -318,7 +325,11 @@ class Prober(Background):
     def phase(self, name: str):
         self.answers.setdefault(name, [])
         self.sent.setdefault(name, 0)
+        self._phases.append((time.monotonic(), name))
         self._phase = name
+
+    def _phase_at(self, when: float) -> str:
+        return next(name for start, name in reversed(self._phases) if start <= when)
 
     def _send(self):
         i = 0
@@ -336,13 +347,29 @@ class Prober(Background):
         while not self._stop.is_set():
             if not select.select([self._rx], [], [], 0.1)[0]:
                 continue
-            frame = self._rx.recv(2048)
+            frame, ancillary, _, _ = self._rx.recvmsg(2048, 64)
             if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] not in (1, 6):
                 continue
             dst = frame[30:34]
             if dst in self.sources and frame[26:30] == ipaddress.ip_address(SERVER_V4).packed:
-                self.answers[self._phase].append(self.sources[dst])
-                self.answered_at.append((time.monotonic(), self.sources[dst]))
+                when = time.monotonic() - (time.time() - wire_time(ancillary))
+                self.answers[self._phase_at(when)].append(self.sources[dst])
+                self.answered_at.append((when, self.sources[dst]))
+
+
+SO_TIMESTAMPNS = 35        # Linux's (socket.SO_TIMESTAMPNS from Python 3.13 on)
+
+
+def wire_time(ancillary) -> float:
+    """The kernel's receive time (SO_TIMESTAMPNS, the wall clock) of a recvmsg()'s
+    frame; now when the message carries none."""
+    import socket
+    import struct
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            return seconds + nanoseconds / 1e9
+    return time.time()
 
 
 def kernel_elements(lab: Lab, banaction: str, jail: str) -> dict:

@@ -214,15 +214,19 @@ class KernelLog:
     def _mine(self, message: str) -> bool:
         return any(f"IN={i} " in message or f"OUT={i} " in message for i in self.ifaces)
 
-    def read(self, settle: float = 0.3, want: int | None = None, timeout: float = 3.0) -> list[KernelRecord]:
-        """Records until `want` arrived (or `timeout`), or until none came for `settle` s."""
+    def read(self, settle: float = 0.3, want: int | None = None, timeout: float = 3.0,
+             until=None) -> list[KernelRecord]:
+        """Records until `want` arrived (or `timeout`), or until none came for `settle` s;
+        with `until`, not before a record for which until(record) is true arrived (or
+        `timeout`): a loaded machine may log a packet's line later than `settle`."""
         out: list[KernelRecord] = []
         deadline = time.monotonic() + timeout
         quiet_until = time.monotonic() + settle
+        waiting = until is not None
         while time.monotonic() < deadline:
             if want is not None and len(out) >= want:
                 break
-            if want is None and time.monotonic() > quiet_until:
+            if want is None and not waiting and time.monotonic() > quiet_until:
                 break
             ready, _, _ = select.select([self.fd], [], [], 0.05)
             if not ready:
@@ -240,6 +244,7 @@ class KernelLog:
                 if self._mine(text):
                     out.append(KernelRecord(int(fields[2]) / 1e6, text))
                     quiet_until = time.monotonic() + settle
+                    waiting = waiting and not until(out[-1])
         return out
 
 
@@ -375,27 +380,30 @@ class Lab(LabScope):
         self.send_frames(frames)
 
     def probe(self, src: str, dport: int = 23, timeout: float = 0.3) -> bool:
-        """Does the server answer (SYN-ACK, RST or an ICMP error) a SYN from `src`?
-        The kernel's behaviour, seen on the wire at the remote end."""
+        """Does the server answer (SYN-ACK, RST or an ICMP error) a SYN from `src`
+        within `timeout` s? The kernel's behaviour, seen on the wire at the remote end.
+        Frames the remote itself sends (a flood beside the probe) and frames to other
+        addresses are skipped unparsed, and what arrived in time is read even when this
+        process gets the CPU back late: a loaded machine delays the reading, not the answer."""
         from scapy.layers.inet import ICMP, IP, TCP
         from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import Ether
         sport = random.randint(20000, 60000)
-        v6 = ipaddress.ip_address(src).version == 6
-        ip = IPv6(src=src, dst=SERVER_V6) if v6 else IP(src=src, dst=SERVER_V4)
+        addr = ipaddress.ip_address(src)
+        ip = IPv6(src=src, dst=SERVER_V6) if addr.version == 6 else IP(src=src, dst=SERVER_V4)
+        # where the frame's destination address sits (after the Ethernet header)
+        ethertype, at = (b"\x86\xdd", 14 + 24) if addr.version == 6 else (b"\x08\x00", 14 + 16)
         with in_netns(self.remote):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         try:
             s.bind((self.remote_if, 0))
             self.send(ip / TCP(sport=sport, dport=dport, flags="S", seq=random.getrandbits(32)))
             deadline = time.monotonic() + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                if not select.select([s], [], [], left)[0]:
-                    break
-                frame = Ether(s.recv(65535))
-                pkt = frame.payload
-                if getattr(pkt, "dst", None) != src:
+            while select.select([s], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raw, (_, _, pkttype, _, _) = s.recvfrom(65535)
+                if pkttype == socket.PACKET_OUTGOING or raw[12:14] != ethertype or raw[at:at + len(addr.packed)] != addr.packed:
                     continue
+                pkt = Ether(raw).payload
                 if TCP in pkt and pkt[TCP].dport == sport and pkt[TCP].sport == dport:
                     return True
                 if ICMP in pkt or pkt.haslayer("ICMPv6DestUnreach"):
@@ -403,6 +411,12 @@ class Lab(LabScope):
             return False
         finally:
             s.close()
+
+    def answered_within(self, src: str, dport: int = 23, timeout: float = 10.0) -> bool:
+        """probe() until the server answers, at most `timeout` s: for a source that must
+        be answered (a banned one never is, however often it knocks), so that one
+        answer the loaded machine delivered late is not read as a ban."""
+        return bool(until(lambda: self.probe(src, dport), timeout))
 
     def listen(self, port: int) -> "Listener":
         """A TCP listener in the remote namespace on every address it answers for
