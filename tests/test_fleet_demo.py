@@ -51,10 +51,18 @@ def test_the_fleet_demo_plays_every_act_as_expected_and_cleans_up():
     assert leftovers(proc.pid) == []
 
 
+def sigint_as_in_a_terminal():
+    """The child's SIGINT as a terminal's foreground job has it: a shell's background
+    job (a CI runner started with `&`, nohup) inherits SIGINT ignored, and Python then
+    never turns it into KeyboardInterrupt, so Ctrl-C could not be tested there."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,when", [(signal.SIGTERM, "  up in "), (signal.SIGINT, "1. A port scan")],
                          ids=["SIGTERM-while-building", "SIGINT-while-playing"])
 def test_an_interrupted_fleet_demo_cleans_up(sig, when):
-    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_as_in_a_terminal)
     seen = ""
     deadline = time.monotonic() + 120
     if when == "  up in ":
