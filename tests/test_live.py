@@ -36,8 +36,17 @@ def live(request):
         yield lab
 
 
-def banned_on_the_wire(live, src: str, timeout: float = 3.0) -> bool:
+PATIENCE = 15                 # seconds a wait for fail2ban or the kernel may take on a loaded machine
+
+
+def banned_on_the_wire(live, src: str, timeout: float = PATIENCE) -> bool:
     return bool(live.until(lambda: not live.answered(src), timeout))
+
+
+def answered(live, src: str) -> bool:
+    """The server answers `src` (retried: a loaded machine may deliver one answer late;
+    a banned source is never answered however often it knocks)."""
+    return live.lab.answered_within(src, timeout=PATIENCE)
 
 
 def read_so_far(live):
@@ -50,7 +59,7 @@ def read_so_far(live):
 
 def test_1_a_syn_scan_is_banned_and_unanswered_within_2_seconds(live):
     for src in ("203.0.113.10", "2001:db8:bad::10"):
-        assert live.answered(src), f"{src} must get an answer before it attacks"
+        assert answered(live, src), f"{src} must get an answer before it attacks"
         start = time.monotonic()
         live.syn_scan(src)
         assert banned_on_the_wire(live, src, timeout=2.0), f"{src} still answered 2 s after its scan"
@@ -66,19 +75,19 @@ def test_2_backscatter_bans_nobody(live):
     live.backscatter("203.0.113.43", sport=443)
     # seed 001, reproduced: the SYN-ACK is logged on input, and the server's own RST
     # answering it leaves through the output LOG rule
-    assert live.until(lambda: live.log_lines("SRC=203.0.113.80 "), 3), "the SYN-ACK was logged on input"
+    assert live.until(lambda: live.log_lines("SRC=203.0.113.80 "), PATIENCE), "the SYN-ACK was logged on input"
     assert live.until(lambda: [line for line in live.log_lines("DST=203.0.113.80 ")
-                               if "UNKNOWN_OUTGOING: " in line and "SPT=3594 DPT=80 " in line and " RST " in line], 3)
+                               if "UNKNOWN_OUTGOING: " in line and "SPT=3594 DPT=80 " in line and " RST " in line], PATIENCE)
     read_so_far(live)
     inbound, outbound = live.bans("netfilter-in"), live.bans("netfilter-out")
     for victim in ("203.0.113.80", "203.0.113.43"):
         assert victim not in inbound and victim not in outbound
-        assert live.answered(victim)
+        assert answered(live, victim)
 
 
 def test_3_gre_is_banned(live):
     src = "198.18.0.47"
-    assert live.answered(src)
+    assert answered(live, src)
     live.gre(src)
     assert banned_on_the_wire(live, src)
     assert src in live.bans()
@@ -91,7 +100,7 @@ def test_4_and_6_six_hosts_escalate_their_24_until_the_schedule_ends(live):
         live.syn_scan(f"198.51.100.{i}")
     live.f2b.wait_for(lambda: all(f"198.51.100.{i}" in live.bans() for i in range(11, 16)), what="five host bans")
     assert "198.51.100.0/24" not in live.bans()
-    assert live.answered(seventh), "five hosts are not enough for the /24"
+    assert answered(live, seventh), "five hosts are not enough for the /24"
 
     live.syn_scan("198.51.100.16")
     bans = live.f2b.wait_for(lambda: "198.51.100.0/24" in live.bans() and live.bans(), what="the /24 banned")
@@ -102,7 +111,7 @@ def test_4_and_6_six_hosts_escalate_their_24_until_the_schedule_ends(live):
     # 6. the /24's schedule ends: the seventh host is answered again, the six stay banned
     assert live.until(lambda: live.answered(seventh), SCHEDULE_FIRST + 5), "the /24 was not released on schedule"
     # the kernel's element timeout lifts it first; fail2ban's own unban follows
-    live.f2b.wait_for(lambda: "198.51.100.0/24" not in live.bans(), timeout=5, what="fail2ban's unban of the /24")
+    live.f2b.wait_for(lambda: "198.51.100.0/24" not in live.bans(), timeout=PATIENCE, what="fail2ban's unban of the /24")
     assert not live.answered("198.51.100.11")
 
 
@@ -113,10 +122,12 @@ def test_4_a_24_holding_an_ignoreip_address_is_never_banned(live):
     for host in hosts:
         live.syn_scan(host)
     live.f2b.wait_for(lambda: all(h in live.bans() for h in hosts), what="seven host bans")
+    # the seventh host's ban queues the escalation (putFailTicket): it follows the host bans
+    live.f2b.wait_for(lambda: "198.18.7.0/25" in live.bans(), what="the /25 escalation")
     read_so_far(live)
     bans = live.bans()
     assert "198.18.7.0/24" not in bans and "198.18.7.0/25" in bans
-    assert live.answered(PROTECTED) and live.answered("198.18.7.200"), "the ignoreip half must stay reachable"
+    assert answered(live, PROTECTED) and answered(live, "198.18.7.200"), "the ignoreip half must stay reachable"
     assert not live.answered("198.18.7.8")
 
 
@@ -126,7 +137,7 @@ def test_5_an_outbound_call_home_blocks_egress_to_that_remote(live):
     try:
         assert live.call_home(home, 443), "443 is the server's allowed egress"
         assert live.call_home(home, 4444)                  # logged UNKNOWN_OUTGOING, policy accept
-        assert live.until(lambda: not live.call_home(home, 443), 3), "egress to the remote still open"
+        assert live.until(lambda: not live.call_home(home, 443), PATIENCE), "egress to the remote still open"
         assert home in live.bans("netfilter-out") and home not in live.bans("netfilter-in")
         assert live.call_home(other, 443), "only that remote is blocked"
     finally:
@@ -160,10 +171,10 @@ def test_7_kill_9_and_restart_keep_the_bans_and_a_ruleset_flush_is_repaired(live
         repairs = live.f2b.server_log().count("rebuilding from the ban list")
         live.flush_ruleset()
         live.f2b.wait_for(lambda: live.f2b.server_log().count("rebuilding from the ban list") >= repairs + 2,
-                          timeout=5, what="both jails' nftset to notice the flush")
+                          timeout=PATIENCE, what="both jails' nftset to notice the flush")
         assert banned_on_the_wire(live, hosts[0]), "the ban was not repaired"
         assert not live.answered(hosts[1])
-        assert live.until(lambda: not live.call_home("203.0.113.66", 443), 3), "the egress ban was not repaired"
+        assert live.until(lambda: not live.call_home("203.0.113.66", 443), PATIENCE), "the egress ban was not repaired"
         assert live.call_home("203.0.113.67", 443)
     finally:
         listener.close()
