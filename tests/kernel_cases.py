@@ -342,7 +342,9 @@ def capture(lab: Lab, profile: str, only: Optional[list[Probe]] = None) -> list[
                 probe.outbound(lab, marker)
                 # the server's own packets to the probe's remote (SYN retransmissions too)
                 own = (f"OUT={lab.server_if} ", f" DST={ipaddress.ip_address(probe.remote).exploded} ")
-            for rec in log.read(settle=0.15, timeout=2.0):
+            # until the probe's own line came (a loaded machine may log it later than the
+            # settle time: it would then be read with the next probe's lines, as none's)
+            for rec in log.read(settle=0.15, timeout=10.0, until=lambda r: all(part in r.message for part in own)):
                 out.append((probe if all(part in rec.message for part in own) else None, rec))
     finally:
         log.close()
@@ -448,7 +450,7 @@ def capture_container(lab: Lab, prefix: str = "DOCKER-USER: ") -> list[tuple[Opt
         try:
             for case in container_cases():
                 case.act(lab, ctr)
-                for rec in log.read(settle=0.2, timeout=2.0):
+                for rec in log.read(settle=0.2, timeout=10.0, until=lambda r: case.match(r.message)):
                     mine = CONTAINER_V4 in rec.message or lab.server_if in rec.message or \
                         f"DST={BRIDGE_V4} " in rec.message
                     if mine:

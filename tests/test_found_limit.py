@@ -108,6 +108,8 @@ def test_a_limited_jail_writes_fewer_found_lines_and_counts_and_bans_every_failu
                      what="the last line's Found line")
         for jail in ("limited", "whole"):       # fail2ban logs a Found line before it counts the failure
             f2b.wait_for(lambda: counted(jail) == 64, timeout=60, what=f"{jail} to count the last line")
+        for jail in ("limited", "whole"):       # each jail's actions thread bans in its own time
+            f2b.wait_for(lambda: f"[{jail}] Ban 2001:db8:5ca::7" in f2b.server_log(), what=f"{jail}'s ban")
         log = f2b.server_log()
         written = log.count("[limited] Found ")
         held = sum(int(n) for n in SUMMARY.findall(log))

@@ -281,9 +281,9 @@ def test_a_real_fail2ban_server_runs_what_install_put_there(machine):
             f2b.wait_for(lambda: "203.0.113.9" in f2b.bans("f2b-ext-inbound"), what="the ban")
             # fail2ban lists a ban before its actions have run: wait for the kernel's set
             assert until(lambda: "203.0.113.9" in lab.server_sh("nft", "list", "table", "inet", "f2b_ext"),
-                         5), "the installed nftset action did not put the ban in the set"
+                         15), "the installed nftset action did not put the ban in the set"
             status = lambda: f2b.client("get", "f2b-ext-inbound", "action", "subnet-escalate", "status").stdout
-            assert until(lambda: "counting 1 members" in status(), 5), status()  # installed subnet-escalate saw it
+            assert until(lambda: "counting 1 members" in status(), 15), status()  # installed subnet-escalate saw it
         finally:
             f2b.close()
 

@@ -192,7 +192,7 @@ def test_a_banned_host_gets_no_answer(lab_nft):
     log = lab.kernel_log()
     lab.server_sh("iptables", "-A", "OUTPUT", "-j", "LOG", "--log-prefix", "ANSWER: ")
     lab.send(IP(src="198.51.100.20", dst="192.0.2.1", id=3001) / TCP(sport=40000, dport=23, flags="S"))
-    assert any("DST=198.51.100.20 " in r.message for r in log.read(settle=0.3))
+    assert any("DST=198.51.100.20 " in r.message for r in log.read(timeout=10, until=lambda r: "DST=198.51.100.20 " in r.message))
     with in_netns(lab.server):
         act = NftSetAction(FakeJail("j"), "nftset", batch="0", checkinterval="0")
         act.start()

@@ -55,10 +55,8 @@ kern.*                  {work}/kern.log
     proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "pid")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            if (work / "log.sock").exists():
-                break
-            time.sleep(0.05)
+        from f2b_ext.lab.netns import until
+        until(lambda: (work / "log.sock").exists(), 30)
         os.chmod(work / "log.sock", 0o666)
         yield work
     finally:
@@ -136,9 +134,8 @@ for d in ("/run/systemd", "/run/log"):
 os.makedirs("/run/systemd/journal", exist_ok=True)
 jd = subprocess.Popen(["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
-    for _ in range(100):
-        if os.path.exists("/run/systemd/journal/socket"):
-            break
+    deadline = time.monotonic() + 30
+    while not all(os.path.exists("/run/systemd/journal/" + s) for s in ("socket", "dev-log")) and time.monotonic() < deadline:
         time.sleep(0.05)
     for s in ("socket", "dev-log"):
         os.chmod("/run/systemd/journal/" + s, 0o666)
@@ -151,12 +148,18 @@ try:
     # syslog socket, facility kern
     code = "import socket,sys; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(sys.argv[1].encode(), '/run/systemd/journal/dev-log')"
     subprocess.run(nobody + ["/usr/bin/python3", "-c", code, "<4>kernel: [  1.000000] " + line.format(forged_syslog)], check=True)
+    def journal():
+        return subprocess.run(["journalctl", "-D", "/run/log/journal", "-o", "json", "--no-pager"],
+                              capture_output=True, text=True).stdout.splitlines()
     with Lab() as lab:
         lab.server_sh("iptables", "-A", "INPUT", "-j", "LOG", "--log-prefix", "FINAL_REJECT: ")
         lab.send(IP(src=real, dst="192.0.2.1") / TCP(sport=40000, dport=22, flags="S"))
-        time.sleep(1.0)
-    entries = subprocess.run(["journalctl", "-D", "/run/log/journal", "-o", "json", "--no-pager"],
-                             capture_output=True, text=True).stdout.splitlines()
+        # until journald has stored the three lines (it reads /dev/kmsg and its sockets in its own time)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(any("SRC=%s " % a in e for e in journal())
+                                                      for a in (real, forged_native, forged_syslog)):
+            time.sleep(0.2)
+    entries = journal()
     transports = {}
     for e in map(json.loads, entries):
         for addr in (real, forged_native, forged_syslog):

@@ -92,9 +92,9 @@ def test_forged_flood_is_banned_by_prefix_random_one_is_not_and_bans_lapse(tmp_p
                 bans = f2b.wait_for(lambda: "203.0.113.0/24" in (b := f2b.bans(JAIL)) and b, timeout=30,
                                     what="the forged /24 banned")
                 assert set(bans) == {"203.0.113.0/24"}, bans          # a prefix, not 200 hosts
-                assert until(lambda: "203.0.113.0/24" in lab.server_sh("nft", "list", "table", "inet", "f2b_ext"), 5)
+                assert until(lambda: "203.0.113.0/24" in lab.server_sh("nft", "list", "table", "inet", "f2b_ext"), 15)
                 assert not lab.probe("203.0.113.250", 80), "a banned /24 is still answered"
-                assert lab.probe("198.51.100.5", 80), "the rest of the world must still be answered"
+                assert lab.answered_within("198.51.100.5", 80), "the rest of the world must still be answered"
             finally:
                 flood.stop()
 
@@ -116,7 +116,7 @@ def test_forged_flood_is_banned_by_prefix_random_one_is_not_and_bans_lapse(tmp_p
 
             # 3. released on schedule, answered again
             f2b.wait_for(lambda: not f2b.bans(JAIL), timeout=BANTIME + 15, what="the /24 released")
-            assert until(lambda: lab.probe("203.0.113.250", 80), 5), "the released /24 is still dropped"
+            assert until(lambda: lab.probe("203.0.113.250", 80), 15), "the released /24 is still dropped"
             assert "203.0.113.0/24" not in lab.server_sh("nft", "list", "table", "inet", "f2b_ext")
             assert watcher.poll() is None, "the watcher died"
         finally:
