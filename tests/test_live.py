@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from f2b_ext.lab.live import SETUPS, LiveLab, LiveSettings, apply_firewall, environment_problems
+from f2b_ext.lab.live import PROBE_PORT, SETUPS, LiveLab, LiveSettings, apply_firewall, environment_problems
 
 problems = environment_problems()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(bool(problems), reason="; ".join(problems))]
@@ -46,7 +46,7 @@ def banned_on_the_wire(live, src: str, timeout: float = PATIENCE) -> bool:
 def answered(live, src: str) -> bool:
     """The server answers `src` (retried: a loaded machine may deliver one answer late;
     a banned source is never answered however often it knocks)."""
-    return live.lab.answered_within(src, timeout=PATIENCE)
+    return live.lab.answered_within(src, PROBE_PORT, timeout=PATIENCE)
 
 
 def read_so_far(live):

@@ -415,7 +415,9 @@ class Lab(LabScope):
     def answered_within(self, src: str, dport: int = 23, timeout: float = 10.0) -> bool:
         """probe() until the server answers, at most `timeout` s: for a source that must
         be answered (a banned one never is, however often it knocks), so that one
-        answer the loaded machine delivered late is not read as a ban."""
+        answer the loaded machine delivered late is not read as a ban. Mind `dport`:
+        a firewall that logs SYNs to it makes each retry an attempt (the live lab's
+        probes use its accepted PROBE_PORT)."""
         return bool(until(lambda: self.probe(src, dport), timeout))
 
     def listen(self, port: int) -> "Listener":
