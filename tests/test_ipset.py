@@ -60,7 +60,7 @@ def listing(lab, name):
     return lab.server_sh("ipset", "list", name, check=False)
 
 
-SHORT = 6      # seconds the /24 is banned: the checks before its end take about 1 s idle, 3 s loaded
+SHORT = 6      # seconds the /24 is banned: the checks before its end take about 1 s idle, longer loaded
 
 
 @kernel
