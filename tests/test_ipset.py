@@ -24,7 +24,7 @@ def test_set_names_fit_ipset_and_stay_distinct():
 def test_elements_and_timeouts():
     script = ipset.add_script("j", [("203.0.113.7", 600.4), ("203.0.113.0/24", 0.2), ("2001:db8::/64", None),
                                     ("198.51.100.1", 10 ** 9)])
-    assert script.splitlines() == ["add f2bx-j-4 203.0.113.7 timeout 600", "add f2bx-j-4 203.0.113.0/24 timeout 1",
+    assert script.splitlines() == ["add f2bx-j-4 203.0.113.7 timeout 601", "add f2bx-j-4 203.0.113.0/24 timeout 1",
                                    "add f2bx-j-6 2001:db8::/64 timeout 0",
                                    f"add f2bx-j-4 198.51.100.1 timeout {ipset.MAX_TIMEOUT}"]
     assert ipset.delete_args("j", "2001:db8::7") == ["-exist", "del", "f2bx-j-6", "2001:db8::7"]

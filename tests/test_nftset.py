@@ -75,11 +75,20 @@ def test_setup_is_idempotent_text_and_directions():
         nftset.setup_script("j", "in", "tarpit")
 
 
+@pytest.mark.parametrize("left", [0.0, 0.2, 1.0, 1.000001, 59.5, 599.999, 600.0, 600.4, 86399.01])
+def test_the_kernel_holds_a_ban_at_least_as_long_as_fail2ban(left):
+    """Rounded up, never down: a timeout a fraction short let the kernel drop a ban while
+    fail2ban still listed it (answered until fail2ban's Unban, and a repair WARNING)."""
+    seconds = nftset.kernel_seconds(left)
+    assert isinstance(seconds, int) and seconds >= max(1.0, left) and seconds < max(1.0, left) + 1
+
+
 def test_elements_are_grouped_per_set_with_timeouts():
     script = nftset.add_elements_script("j", [(ipaddress.ip_network("203.0.113.7/32"), 600.4),
                                               (ipaddress.ip_network("203.0.113.0/24"), 60),
                                               (ipaddress.ip_network("203.0.113.8/32"), None)])
-    assert "add element inet f2b_ext j_h4 { 203.0.113.7 timeout 600s, 203.0.113.8 }" in script
+    # 600.4 s left: 601 s, rounded up (the kernel never drops a ban before fail2ban lifts it)
+    assert "add element inet f2b_ext j_h4 { 203.0.113.7 timeout 601s, 203.0.113.8 }" in script
     assert "add element inet f2b_ext j_n4_24 { 203.0.113.0/24 timeout 60s }" in script
 
 

@@ -17,7 +17,7 @@ import hashlib
 import re
 from typing import Iterable, Optional
 
-from f2b_ext.core.nftset import as_network
+from f2b_ext.core.nftset import as_network, kernel_seconds
 
 SET_NAME_MAX = 31
 MAX_TIMEOUT = 2147483            # ipset's largest element timeout (seconds)
@@ -68,7 +68,7 @@ def element(net) -> str:
 
 def timeout(left: Optional[float]) -> int:
     """ipset's element timeout for a ban with `left` seconds (None: permanent -> 0)."""
-    return 0 if left is None else min(MAX_TIMEOUT, max(1, int(left)))
+    return 0 if left is None else min(MAX_TIMEOUT, kernel_seconds(left))
 
 
 def add_script(jail: str, entries: Iterable[tuple]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ipaddress
+import math
 import re
 from typing import Iterable, Optional
 
@@ -143,10 +144,17 @@ def teardown_script(jail: str, direction: str, set_names: Iterable[str] = ()) ->
     return "\n".join(lines)
 
 
-def element(net, timeout: Optional[int]) -> str:
+def kernel_seconds(left: float) -> int:
+    """A ban's `left` seconds as the whole seconds a kernel set's timeout takes, rounded
+    up (at least 1): the kernel never drops a ban before fail2ban lifts it (rounded down,
+    each natural expiry left a gap of up to a second and a needless repair)."""
+    return max(1, math.ceil(left))
+
+
+def element(net, timeout: Optional[float]) -> str:
     net = as_network(net)
     text = str(net.network_address) if net.prefixlen == HOST_PREFIX[net.version] else str(net)
-    return text if timeout is None else f"{text} timeout {max(1, int(timeout))}s"
+    return text if timeout is None else f"{text} timeout {kernel_seconds(timeout)}s"
 
 
 def add_elements_script(jail: str, entries: Iterable[tuple]) -> str:
