@@ -43,33 +43,27 @@ def _action_name(spec: str) -> str:
     return options.get("actname") or os.path.splitext(name)[0]
 
 
-def _running(conf: str, jails: list) -> dict:
-    """Machine.running: the actions the running fail2ban has for each configured jail
-    (fail2ban-client, the socket CONFDIR names); {} when fail2ban does not answer."""
-    import subprocess
-    from f2b_ext.core import check
-    if not shutil.which("fail2ban-client"):
-        return {}
+def _fail2ban(conf: str):
+    """The running fail2ban whose socket CONFDIR names (system.fail2ban_client: its own
+    protocol, a root-owned socket), or None when none answers there."""
+    from f2b_ext.system.fail2ban_client import Fail2ban, Fail2banError, socket_path
+    try:
+        return Fail2ban(socket_path(conf))
+    except Fail2banError:
+        return None
 
-    def client(*command):
-        try:
-            r = subprocess.run(["fail2ban-client", "-c", conf, *command], capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            return None
-        return r.stdout if r.returncode == 0 else None
 
-    names = check.running_jails(client("status") or "")
-    if names is None:
+def _running(f2b, jails: list) -> dict:
+    """Machine.running: the actions the running fail2ban has for each configured jail;
+    {} when fail2ban does not answer."""
+    from f2b_ext.system.fail2ban_client import Fail2banError
+    if f2b is None:
         return {}
-    running = {}
-    for jail in jails:
-        answer = client("get", jail.name, "actions") if jail.name in names else None
-        listed = check.action_names(answer) if answer is not None else None
-        if jail.name not in names:
-            running[jail.name] = None
-        elif listed is not None:
-            running[jail.name] = tuple(listed)
-    return running
+    try:
+        names = set(f2b.jails())
+        return {j.name: tuple(f2b.ask("get", j.name, "actions")) if j.name in names else None for j in jails}
+    except Fail2banError:
+        return {}
 
 
 def _machine(conf: str):
@@ -121,10 +115,15 @@ def _machine(conf: str):
     m.dependencies, m.dependency_problems = tuple(dict.fromkeys(map(str, found))), tuple(problems)
     if any("nftset" in j.actions for j in m.jails):
         m.nftables_binding = _fail2ban_imports("nftables")
-    m.running = _running(conf, m.jails)
-    for j in m.jails:
-        if {"nftset", "ipset-net"} & set(j.actions):
-            m.enforcement[j.name] = _enforcement(j, conf)
+    f2b = _fail2ban(conf)
+    try:
+        m.running = _running(f2b, m.jails)
+        for j in m.jails:
+            if {"nftset", "ipset-net"} & set(j.actions):
+                m.enforcement[j.name] = _enforcement(j, f2b)
+    finally:
+        if f2b is not None:
+            f2b.close()
     from fail2ban.version import version
     from f2b_ext.core.install import parse_version
     m.fail2ban = parse_version(version)
@@ -143,30 +142,24 @@ def _fail2ban_imports(module: str) -> bool:
     return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def _enforcement(jail, conf: str):
+def _enforcement(jail, f2b):
     """(listed only, kernel only, retimed) for a jail with a set action, comparing
-    `fail2ban-client get JAIL banip --with-time` with the kernel's sets (this namespace,
-    the one fail2ban runs in); None when fail2ban does not answer."""
+    fail2ban's `get JAIL banip --with-time` with the kernel's sets (this namespace, the
+    one fail2ban runs in); None when fail2ban does not answer."""
     import subprocess
     import time
-    from f2b_ext.core import ipset, setsync
+    from f2b_ext.core import ipset, schedule, setsync
     from f2b_ext.core.escalation import ban_left
-    if not shutil.which("fail2ban-client"):
+    from f2b_ext.system.fail2ban_client import Fail2banError
+    if f2b is None:
         return None
-    r = subprocess.run(["fail2ban-client", "-c", conf, "get", jail.name, "banip", "--with-time"], capture_output=True,
-                       text=True, timeout=60)
-    if r.returncode != 0:
+    try:
+        lines = f2b.ask("get", jail.name, "banip", "--with-time")
+    except Fail2banError:
         return None
     now, listed = time.time(), {}
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and parts[3] == "+":
-            try:
-                start = time.mktime(time.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H:%M:%S"))
-                net = ipaddress.ip_network(parts[0], strict=False)
-            except ValueError:
-                continue
-            listed[net] = ban_left(start, int(parts[4]), now)
+    for ban in filter(None, (schedule.parse_ban(jail.name, line, False) for line in lines)):
+        listed[ipaddress.ip_network(ban.target, strict=False)] = ban_left(ban.start, ban.length, now)
     held = {}
     if "nftset" in jail.actions and shutil.which("nft"):
         from f2b_ext.core.nftset import jail_elements

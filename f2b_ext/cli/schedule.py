@@ -14,7 +14,7 @@ from f2b_ext.system.fail2ban_client import Fail2ban, socket_path
 
 def cmd_schedule(args) -> int:
     from f2b_ext.core import schedule
-    f2b = Fail2ban(socket_path(args))
+    f2b = Fail2ban(socket_path(args.conf, args.socket))
     try:
         jails = [j for j in f2b.jails() if not args.jail or j in args.jail]
         missing = set(args.jail or ()) - set(jails)

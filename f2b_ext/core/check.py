@@ -208,20 +208,6 @@ def nf_log_loggers(proc_nf_log: str) -> dict[int, str]:
     return out
 
 
-def running_jails(status: str) -> list[str] | None:
-    """`fail2ban-client status` -> the jails it runs (None: not that command's answer)."""
-    m = re.search(r"Jail list:[ \t]*(.*)$", status, re.M)
-    return [name.strip() for name in m.group(1).split(",") if name.strip()] if m else None
-
-
-def action_names(answer: str) -> list[str] | None:
-    """`fail2ban-client get JAIL actions` -> the action names (None: not its answer)."""
-    if re.match(r"\s*No actions for jail ", answer):
-        return []
-    m = re.match(r"\s*The jail .* has the following actions:\n(.*)", answer, re.S)
-    return [name.strip() for name in m.group(1).split(",") if name.strip()] if m else None
-
-
 def action_stem(spec: str) -> str:
     """'nftset.py[direction=in]' / 'iptables-multiport[name=x]' -> 'nftset' / 'iptables-multiport'."""
     name = spec.strip().split("[", 1)[0].strip()

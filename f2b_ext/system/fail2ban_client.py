@@ -12,17 +12,18 @@ from f2b_ext.system.filter_runner import Fail2banMissing
 DEFAULT_SOCKET = "/var/run/fail2ban/fail2ban.sock"
 
 
-def socket_path(args) -> str:
-    """--socket, else what fail2ban-client would use: `socket` in CONFDIR/fail2ban.conf(.local)."""
-    if args.socket:
-        return args.socket
+def socket_path(conf: str, socket: str | None = None) -> str:
+    """`socket` (--socket), else what fail2ban-client would use: `socket` in
+    CONFDIR/fail2ban.conf(.local)."""
+    if socket:
+        return socket
     try:
         from fail2ban.client.fail2banreader import Fail2banReader
     except ImportError:
         raise Fail2banMissing("fail2ban is not installed (apt-get install fail2ban)") from None
-    if not Path(args.conf, "fail2ban.conf").is_file():
-        raise Fail2banError(f"{args.conf}/fail2ban.conf not found: is fail2ban installed? (or give --socket)")
-    reader = Fail2banReader(basedir=args.conf)
+    if not Path(conf, "fail2ban.conf").is_file():
+        raise Fail2banError(f"{conf}/fail2ban.conf not found: is fail2ban installed? (or give --socket)")
+    reader = Fail2banReader(basedir=conf)
     reader.read()
     return reader.getEarlyOptions().get("socket") or DEFAULT_SOCKET
 
