@@ -301,7 +301,7 @@ def test_check_in_a_namespace_finds_each_problem_and_its_fix(lab, tmp_path):
 def test_check_compares_the_actions_fail2ban_runs_with_the_configured_ones(lab):
     """A jail whose running actions are not its configuration's (edited, not reloaded;
     a reload or restart refused part way) bans into nothing while fail2ban still
-    answers: check says so from fail2ban-client, in the namespace fail2ban runs in."""
+    answers: check asks the running fail2ban and says so, in the namespace it runs in."""
     from f2b_ext.lab.fail2ban_server import Fail2banServer
     shipped = "[DEFAULT]\nignoreself = false\n\n[f2b-ext-inbound]\nenabled = true\nlogpath = {log}\nbackend = polling\n"
     f2b = Fail2banServer(shipped, netns=lab.server)
